@@ -1,0 +1,1 @@
+"""escalator: after-hours escalation paging daemon."""

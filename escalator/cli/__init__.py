@@ -1,0 +1,32 @@
+"""The `escalator` command (SPEC §7). Exit status: 0 success, 1 failure, 2 bad usage or invalid input."""
+
+from __future__ import annotations
+
+import typer
+
+from escalator.cli import contact, db, ladder
+from escalator.cli.common import CliState, EscalatorGroup
+
+app = typer.Typer(
+    cls=EscalatorGroup,
+    help="escalator: after-hours escalation paging. Walks an on-call ladder until somebody owns the incident.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    state = ctx.ensure_object(CliState)
+    ctx.call_on_close(state.close)
+
+
+app.command("apply")(ladder.apply)
+app.add_typer(ladder.app, name="ladder")
+app.add_typer(contact.app, name="contact")
+app.add_typer(db.app, name="db")
+
+
+def main() -> None:
+    app()

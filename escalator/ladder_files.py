@@ -1,0 +1,266 @@
+"""Reading and writing ladder and contact files (SPEC §2).
+
+Reading keeps the line of every key and list item (ruamel.yaml's round-trip loader), so every
+refusal can name the file, the line and the field. Writing produces the one canonical form that
+`escalator ladder export` prints and `escalator apply` takes back unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from escalator.errors import InvalidInput, Problem
+from escalator.ladders import Contact, Ladder, format_loc, reference_problems, validation_errors
+
+YAML_SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a declaration came from: its file and the parsed node, to find lines by field path."""
+
+    file: str
+    node: Any
+    prefix: tuple[Any, ...] = ()
+
+    def line_of(self, loc: tuple[Any, ...]) -> int | None:
+        node, line = self.node, _line(self.node)
+        for part in loc:
+            if isinstance(node, CommentedMap) and part in node:
+                line = node.lc.key(part)[0] + 1
+                node = node[part]
+            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+                line = node.lc.item(part)[0] + 1
+                node = node[part]
+            else:
+                break
+        return line
+
+    def problem(self, loc: tuple[Any, ...], message: str) -> Problem:
+        return Problem(message, file=self.file, line=self.line_of(loc), field=format_loc(self.prefix + loc) or None)
+
+
+def _line(node: Any) -> int | None:
+    lc = getattr(node, "lc", None)
+    return lc.line + 1 if lc is not None and lc.line is not None else None
+
+
+@dataclass
+class Declarations:
+    """Everything a set of files declares, each item with its origin."""
+
+    contacts: list[tuple[Contact, Origin]] = field(default_factory=list)
+    ladders: list[tuple[Ladder, Origin]] = field(default_factory=list)
+
+    def contact_map(self) -> dict[str, Contact]:
+        return {c.id: c for c, _ in self.contacts}
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's annotated containers and scalars → plain Python values."""
+    if isinstance(node, Mapping):
+        return {str(k) if not isinstance(k, (int, float, bool)) else k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, bool):
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
+    """Files as given, folders as the *.yaml / *.yml files below them (sorted, hidden ones skipped)."""
+    files: list[Path] = []
+    problems: list[Problem] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix in YAML_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            if not found:
+                problems.append(Problem("folder holds no .yaml or .yml files", file=str(path)))
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(Problem("no such file or folder", file=str(path)))
+    unique: list[Path] = []
+    seen: set[Path] = set()
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, problems
+
+
+def parse_text(text: str, filename: str, into: Declarations) -> list[Problem]:
+    """Parse one file's text into `into`; return its problems (nothing is added when there are any)."""
+    yaml = YAML(typ="rt")
+    try:
+        documents = list(yaml.load_all(text))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        reason = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+        return [Problem(f"invalid YAML: {reason}", file=filename, line=mark.line + 1 if mark else None)]
+    except YAMLError as exc:
+        return [Problem(f"invalid YAML: {' '.join(str(exc).split())}", file=filename)]
+
+    problems: list[Problem] = []
+    found = Declarations()
+    for index, doc in enumerate(documents):
+        if doc is None:
+            continue
+        origin = Origin(filename, doc)
+        if not isinstance(doc, CommentedMap):
+            problems.append(
+                Problem("a document must be a mapping with `contacts:` or `ladder:`", file=filename, line=_line(doc))
+            )
+            continue
+        if "ladder" in doc:
+            try:
+                found.ladders.append((Ladder.model_validate(_plain(doc)), origin))
+            except ValidationError as exc:
+                problems.extend(origin.problem(loc, msg) for loc, msg in validation_errors(exc))
+        elif "contacts" in doc:
+            extra = [k for k in doc if k != "contacts"]
+            problems.extend(origin.problem((k,), "unknown key") for k in extra)
+            items = doc["contacts"]
+            if not isinstance(items, CommentedSeq):
+                problems.append(origin.problem(("contacts",), "must be a list of contacts"))
+                continue
+            for i, item in enumerate(items):
+                try:
+                    found.contacts.append((Contact.model_validate(_plain(item)), Origin(filename, item, ("contacts", i))))
+                except ValidationError as exc:
+                    problems.extend(
+                        Origin(filename, item, ("contacts", i)).problem(loc, msg) for loc, msg in validation_errors(exc)
+                    )
+        else:
+            problems.append(
+                Problem(
+                    f"document {index + 1} has neither `contacts:` nor `ladder:`", file=filename, line=_line(doc)
+                )
+            )
+    if not problems and not found.contacts and not found.ladders:
+        problems.append(Problem("file declares no contacts and no ladder", file=filename))
+    if not problems:
+        into.contacts.extend(found.contacts)
+        into.ladders.extend(found.ladders)
+    return problems
+
+
+def load(paths: Iterable[str | Path]) -> Declarations:
+    """Read and validate files on their own (no database): raises InvalidInput with every problem found."""
+    files, problems = expand_paths(paths)
+    declared = Declarations()
+    for path in files:
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                problems.append(Problem("file is larger than 1 MiB", file=str(path)))
+                continue
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            problems.append(Problem("file is not UTF-8 text", file=str(path)))
+            continue
+        except OSError as exc:
+            problems.append(Problem(f"cannot read: {exc.strerror}", file=str(path)))
+            continue
+        problems.extend(parse_text(text, str(path), declared))
+    problems.extend(_duplicate_problems(declared))
+    if problems:
+        raise InvalidInput(problems)
+    return declared
+
+
+def _duplicate_problems(declared: Declarations) -> list[Problem]:
+    problems = []
+    first: dict[tuple[str, str], Origin] = {}
+    items: list[tuple[str, str, Origin, tuple[Any, ...]]] = [
+        ("contact", c.id, o, ("id",)) for c, o in declared.contacts
+    ] + [("ladder", lad.name, o, ("ladder",)) for lad, o in declared.ladders]
+    for kind, key, origin, loc in items:
+        if (kind, key) in first:
+            earlier = first[(kind, key)]
+            problems.append(
+                origin.problem(loc, f"{kind} {key!r} is declared twice (also at {earlier.file}:{earlier.line_of(loc)})")
+            )
+        else:
+            first[(kind, key)] = origin
+    return problems
+
+
+def check_references(declared: Declarations, known: Mapping[str, Contact]) -> list[Problem]:
+    """Every declared ladder against the declared contacts plus those already known."""
+    contacts = {**known, **declared.contact_map()}
+    return [origin.problem(loc, msg) for ladder, origin in declared.ladders for loc, msg in reference_problems(ladder, contacts)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing.
+
+
+def _flow(items: list[Any]) -> CommentedSeq:
+    seq = CommentedSeq(items)
+    seq.fa.set_flow_style()
+    return seq
+
+
+def _ladder_node(ladder: Ladder) -> CommentedMap:
+    doc = ladder.to_document()
+    node = CommentedMap(doc)
+    legs = CommentedSeq()
+    for leg_doc in doc["legs"]:
+        leg = CommentedMap(leg_doc)
+        leg["contacts"] = _flow(leg_doc["contacts"])
+        leg["channels"] = _flow(leg_doc["channels"])
+        legs.append(leg)
+    node["legs"] = legs
+    return node
+
+
+def _contacts_node(contacts: Iterable[Contact]) -> CommentedMap:
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+    items = CommentedSeq()
+    for contact in contacts:
+        doc = CommentedMap(contact.to_document())
+        if "phone" in doc:
+            doc["phone"] = DoubleQuotedScalarString(doc["phone"])
+        if "push_tokens" in doc:
+            doc["push_tokens"] = _flow([DoubleQuotedScalarString(t) for t in doc["push_tokens"]])
+        items.append(doc)
+    return CommentedMap({"contacts": items})
+
+
+def dump(contacts: Iterable[Contact] = (), ladders: Iterable[Ladder] = ()) -> str:
+    """The canonical YAML: a contacts document (if any) then one document per ladder."""
+    nodes: list[CommentedMap] = []
+    contacts = list(contacts)
+    if contacts:
+        nodes.append(_contacts_node(contacts))
+    nodes.extend(_ladder_node(ladder) for ladder in ladders)
+    yaml = YAML(typ="rt")
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    out = io.StringIO()
+    yaml.dump_all(nodes, out)
+    return out.getvalue()

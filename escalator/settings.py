@@ -1,0 +1,149 @@
+"""The one settings object (SPEC §6): environment with prefix ESCALATOR_, or a `.env` file."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from escalator.errors import InvalidInput, Problem
+from escalator.ladders import E164_RE, ID_RE
+
+ENV_PREFIX = "ESCALATOR_"
+
+
+def _http_url(value: str, name: str) -> str:
+    value = value.strip().rstrip("/")
+    if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1]) == 0:
+        raise ValueError(f"{name} must be an http:// or https:// URL")
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+    )
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    database_url: str | None = None
+    data_dir: Path = Path(".escalator")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    public_url: str = "http://127.0.0.1:8080"
+    default_ladder: str | None = None
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    twilio_api_url: str = "https://api.twilio.com"
+    fcm_credentials: Path | None = None
+    fcm_api_url: str = "https://fcm.googleapis.com"
+    dry_run: bool | None = None
+    actor: str | None = None
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_urls(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("needs at least one nats:// URL")
+        for server in servers:
+            if not server.startswith(("nats://", "tls://", "ws://", "wss://")):
+                raise ValueError(f"{server!r} is not a nats://, tls://, ws:// or wss:// URL")
+        return ",".join(servers)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value.strip())
+        except ArgumentError:
+            raise ValueError("is not a SQLAlchemy URL (e.g. postgresql+psycopg://user@host/db)") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("only sqlite:// and postgresql+psycopg:// databases are supported")
+        return value.strip()
+
+    @field_validator("public_url", "twilio_api_url", "fcm_api_url")
+    @classmethod
+    def _urls(cls, value: str, info: Any) -> str:
+        return _http_url(value, "the value")
+
+    @field_validator("default_ladder")
+    @classmethod
+    def _ladder_id(cls, value: str | None) -> str | None:
+        if value is not None and not ID_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a ladder name")
+        return value or None
+
+    @field_validator("twilio_from")
+    @classmethod
+    def _from_number(cls, value: str | None) -> str | None:
+        if value is not None and not E164_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not an E.164 phone number like +14155550100")
+        return value or None
+
+    @field_validator("fcm_credentials")
+    @classmethod
+    def _credentials_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        return self
+
+    # -- derived values -------------------------------------------------------------------------
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return self.nats_url.split(",")
+
+    @property
+    def database(self) -> str:
+        """The SQLAlchemy URL to use: the configured one, else a SQLite file in the data dir."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'escalator.db'}"
+
+    @property
+    def twilio_configured(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_from)
+
+    @property
+    def fcm_configured(self) -> bool:
+        return self.fcm_credentials is not None
+
+    @property
+    def dry_run_effective(self) -> bool:
+        """Dry-run unless told otherwise, and always when no provider is configured at all."""
+        if self.dry_run is not None:
+            return self.dry_run
+        return not (self.twilio_configured or self.fcm_configured)
+
+    def default_actor(self) -> str:
+        if self.actor:
+            return self.actor
+        try:
+            return getpass.getuser()
+        except Exception:  # no user name in a bare container
+            return "unknown"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment; a bad value is refused naming its variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            name = ENV_PREFIX + str(err["loc"][0]).upper() if err["loc"] else "settings"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(Problem(msg, field=name))
+        raise InvalidInput(problems) from None

@@ -1,0 +1,82 @@
+"""Engines for SQLite (the single-replica default) and PostgreSQL (production).
+
+SQLite with pysqlite's defaults loses updates under concurrent read-modify-write (NOTES), so
+every SQLite connection runs in autocommit at the driver level and each transaction starts with
+`BEGIN IMMEDIATE`: writers queue on the busy timeout instead of overwriting each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session
+
+from escalator.errors import EscalatorError
+
+BUSY_TIMEOUT_S = 30
+# Serialises ladder/contact writes on PostgreSQL (SQLite's BEGIN IMMEDIATE already does). Catalog
+# edits are rare human actions, so one lock for all of them is simpler and obviously correct.
+CATALOG_LOCK_KEY = 0x65736361  # "esca"
+
+
+def display_url(url: str) -> str:
+    """A database URL safe to print: the password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, **kwargs)
+    return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_engine(url: sa.URL, **kwargs: Any) -> Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}, **kwargs
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@contextmanager
+def write_session(engine: Engine, *, catalog: bool = False) -> Iterator[Session]:
+    """One transaction: committed when the block ends, rolled back on any exception."""
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        if catalog and engine.dialect.name == "postgresql":
+            session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": CATALOG_LOCK_KEY})
+        yield session
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        yield session
+
+
+def unreachable(exc: Exception, url: str) -> EscalatorError:
+    reason = " ".join(str(getattr(exc, "orig", exc) or exc).split())
+    return EscalatorError(f"database {display_url(url)} is unreachable: {reason[:300]}")
