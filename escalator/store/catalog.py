@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 
 from escalator.errors import InvalidInput, Problem
 from escalator.ladder_files import Declarations, check_references
-from escalator.ladders import Contact, Ladder, describe_change, format_loc, reference_problems
+from escalator.ladders import (
+    Contact,
+    Ladder,
+    build_contact,
+    build_ladder,
+    describe_change,
+    format_loc,
+    reference_problems,
+)
 from escalator.store.db import read_session, write_session
 from escalator.store.tables import ContactRow, ContactVersionRow, LadderRow, LadderVersionRow
 
@@ -334,6 +342,8 @@ class Catalog:
         prefix: str = "",
     ) -> tuple[str, int]:
         """Append a version if the content differs from the current one; returns (outcome, version)."""
+        if definition is not None:  # whatever the caller built, only a valid ladder is ever stored
+            definition = build_ladder(definition.to_document())
         head = session.get(LadderRow, name)
         previous: Ladder | None = None
         if head is not None and head.deleted_at is None:
@@ -370,6 +380,7 @@ class Catalog:
     def _write_contact(
         session: Session, contact: Contact, actor: str, now: datetime, source: str | None, comment: str | None
     ) -> tuple[str, int]:
+        contact = build_contact(contact.to_document())  # only a valid contact is ever stored
         row = session.get(ContactRow, contact.id)
         if row is not None and row.removed_at is None and _contact_from_row(row) == contact:
             return "unchanged", row.version

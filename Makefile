@@ -1,0 +1,26 @@
+# The README's two commands: `make run` and `make test`. Both build .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test clean
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("escalator needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# Set up, create/upgrade the SQLite database in ./.escalator, apply ladders/ and show the reference ladder.
+run: $(BIN)/.installed
+	$(BIN)/escalator db upgrade
+	$(BIN)/escalator apply ladders/
+	$(BIN)/escalator ladder show after-hours
+
+# Set up and run the whole test suite (SQLite and the PostgreSQL on 127.0.0.1:5432, database `test`).
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .escalator .pytest_cache .hypothesis

@@ -1,0 +1,82 @@
+"""SPEC §6: one settings object, refusals naming the variable, secrets kept secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from escalator.errors import InvalidInput
+from escalator.settings import load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("ESCALATOR_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = load_settings()
+    assert s.nats_servers == ["nats://127.0.0.1:4222"]
+    assert s.data_dir == tmp_path / ".escalator"
+    assert s.database == f"sqlite:///{tmp_path / '.escalator' / 'escalator.db'}"
+    assert (s.http_host, s.http_port, s.public_url) == ("127.0.0.1", 8080, "http://127.0.0.1:8080")
+    assert s.twilio_api_url == "https://api.twilio.com" and s.fcm_api_url == "https://fcm.googleapis.com"
+    assert s.default_ladder is None and s.dry_run_effective is True
+
+
+def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ESCALATOR_HTTP_PORT=9090\nESCALATOR_DEFAULT_LADDER=after-hours\n")
+    monkeypatch.setenv("ESCALATOR_NATS_URL", "nats://a:4222, nats://b:4222")
+    monkeypatch.setenv("ESCALATOR_PUBLIC_URL", "https://pager.example.com/")
+    s = load_settings()
+    assert s.http_port == 9090 and s.default_ladder == "after-hours"
+    assert s.nats_servers == ["nats://a:4222", "nats://b:4222"]
+    assert s.public_url == "https://pager.example.com"
+
+
+def test_dry_run_follows_provider_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESCALATOR_TWILIO_ACCOUNT_SID", "AC123")
+    monkeypatch.setenv("ESCALATOR_TWILIO_AUTH_TOKEN", "very-secret-token")
+    monkeypatch.setenv("ESCALATOR_TWILIO_FROM", "+14155550100")
+    s = load_settings()
+    assert s.twilio_configured and s.dry_run_effective is False
+    assert "very-secret-token" not in repr(s) and "very-secret-token" not in str(s.model_dump())
+    monkeypatch.setenv("ESCALATOR_DRY_RUN", "true")
+    assert load_settings().dry_run_effective is True
+
+
+@pytest.mark.parametrize(
+    "variable, value, words",
+    [
+        ("ESCALATOR_HTTP_PORT", "eighty", "integer"),
+        ("ESCALATOR_HTTP_PORT", "70000", "less than or equal"),
+        ("ESCALATOR_NATS_URL", "http://x:4222", "not a nats://"),
+        ("ESCALATOR_DATABASE_URL", "mysql://x/y", "only sqlite"),
+        ("ESCALATOR_DATABASE_URL", "not a url", "not a SQLAlchemy URL"),
+        ("ESCALATOR_PUBLIC_URL", "pager.example.com", "http:// or https://"),
+        ("ESCALATOR_TWILIO_FROM", "555-0100", "E.164"),
+        ("ESCALATOR_DEFAULT_LADDER", "After Hours", "not a ladder name"),
+        ("ESCALATOR_FCM_CREDENTIALS", "/nonexistent/sa.json", "no such file"),
+        ("ESCALATOR_DRY_RUN", "perhaps", "boolean"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch, variable, value, words) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(InvalidInput) as info:
+        load_settings()
+    (problem,) = info.value.problems
+    assert problem.field == variable and words in problem.message
+    assert "\n" not in str(problem)
+
+
+def test_database_password_is_hidden_when_shown() -> None:
+    from escalator.store.db import display_url
+
+    shown = display_url("postgresql+psycopg://escalator:hunter2@db:5432/escalator")
+    assert "hunter2" not in shown and "escalator@db" not in shown and "***" in shown
