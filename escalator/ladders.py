@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -322,8 +323,6 @@ def validation_errors(exc: ValidationError) -> list[tuple[tuple[Any, ...], str]]
 
 def validate_value(kind: Any, raw: Any, field: str) -> Any:
     """Validate one CLI option with the same rules as the files; refusals name the option."""
-    from pydantic import TypeAdapter
-
     try:
         return TypeAdapter(kind).validate_python(raw)
     except ValidationError as exc:

@@ -15,10 +15,10 @@ from escalator.ladders import E164_RE, ID_RE
 ENV_PREFIX = "ESCALATOR_"
 
 
-def _http_url(value: str, name: str) -> str:
+def _http_url(value: str) -> str:
     value = value.strip().rstrip("/")
-    if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1]) == 0:
-        raise ValueError(f"{name} must be an http:// or https:// URL")
+    if not value.startswith(("http://", "https://")) or not value.split("://", 1)[1]:
+        raise ValueError("must be an http:// or https:// URL")
     return value
 
 
@@ -72,8 +72,8 @@ class Settings(BaseSettings):
 
     @field_validator("public_url", "twilio_api_url", "fcm_api_url")
     @classmethod
-    def _urls(cls, value: str, info: Any) -> str:
-        return _http_url(value, "the value")
+    def _urls(cls, value: str) -> str:
+        return _http_url(value)
 
     @field_validator("default_ladder")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -238,7 +239,9 @@ def _report(version: LadderVersion | None, name: str, as_json: bool) -> None:
         typer.echo(f"{name} v{version.version}: {version.change}")
 
 
-def _edit(ctx: typer.Context, name: str, edit, actor: str | None, comment: str | None, as_json: bool) -> None:  # noqa: ANN001
+def _edit(
+    ctx: typer.Context, name: str, edit: Callable[[Ladder], Ladder], actor: str | None, comment: str | None, as_json: bool
+) -> None:
     name = validate_value(Identifier, name, "ladder")
     version = state(ctx).catalog.edit_ladder(name, edit, actor_of(ctx, actor), clock.now(), comment)
     _report(version, name, as_json)
