@@ -1,0 +1,373 @@
+"""The ladder walk as a pure state machine (SPEC §4), in the style of h11.
+
+    decide(walk, event, now) -> (walk, commands)
+
+No I/O, no clock reads, no imports beyond the standard library: time arrives as an argument, and
+everything the outside world must do comes back as commands (page, arm or cancel the window,
+emit an event, notify). The daemon is a thin shell that records the result in one transaction
+and then carries the commands out.
+
+Rules, each a unit test in tests/test_walk.py:
+- Starting a leg pages every target (contact × channel) of the leg and arms its window.
+- Window expiry ends the leg (`leg_timed_out`) and starts the next; after the last leg a new cycle
+  starts while `cycles` is 0 or not yet reached; otherwise the walk is `exhausted`: everyone on
+  the ladder is paged at once and the incident stays open for acknowledgment.
+- The first acknowledgement wins: from anyone paged so far, or from an operator (no contact).
+- A pass ends the current leg now. A pass tied to an older leg (a late key press) changes nothing.
+- When every page of the current leg has definitively failed, the next leg starts at once. The
+  one exception: an unreachable *last* leg does not start a new cycle early; the window does, so
+  a total outage pages once per window instead of spinning through the ladder.
+- Resolve stops everything. Acks and passes after an incident is closed change nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+NEW = "new"
+OPEN = "open"
+EXHAUSTED = "exhausted"
+ACKNOWLEDGED = "acknowledged"
+RESOLVED = "resolved"
+ACTIVE = (OPEN, EXHAUSTED)  # still waiting for somebody to take it
+
+
+# -- the plan: what to walk, fixed when the incident opens -----------------------------------------
+
+
+@dataclass(frozen=True)
+class LegPlan:
+    name: str
+    window_s: int
+    targets: tuple[tuple[str, str], ...]  # (contact id, channel), in the order pages go out
+
+    @property
+    def contacts(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c for c, _ in self.targets))
+
+
+@dataclass(frozen=True)
+class Plan:
+    ladder: str
+    version: int
+    cycles: int  # 0 = walk until acknowledged
+    legs: tuple[LegPlan, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ladder": self.ladder,
+            "version": self.version,
+            "cycles": self.cycles,
+            "legs": [{"name": leg.name, "window_s": leg.window_s, "targets": [list(t) for t in leg.targets]} for leg in self.legs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        legs = tuple(
+            LegPlan(leg["name"], int(leg["window_s"]), tuple((c, ch) for c, ch in leg["targets"])) for leg in data["legs"]
+        )
+        return cls(data["ladder"], int(data["version"]), int(data["cycles"]), legs)
+
+
+# -- events: what happened --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Open:
+    """Start the walk. `details` go into the `opened` event (ladder asked for, fallback, summary…)."""
+
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WindowExpired:
+    cycle: int
+    leg_index: int
+
+
+@dataclass(frozen=True)
+class Acknowledge:
+    by: str
+    channel: str | None = None  # voice, sms, push, or None for an operator / API
+    contact: str | None = None  # the contact acknowledging, when known; must have been paged
+
+
+@dataclass(frozen=True)
+class Pass:
+    by: str
+    channel: str | None = None
+    contact: str | None = None
+    cycle: int | None = None  # the leg the pass was given for, when known (a key press on a page)
+    leg_index: int | None = None
+
+
+@dataclass(frozen=True)
+class PageSent:
+    page: PageCmd
+    ref: str | None = None  # the provider's id for the page
+
+
+@dataclass(frozen=True)
+class PageFailed:
+    page: PageCmd
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resolve:
+    by: str | None = None
+
+
+Event = Open | WindowExpired | Acknowledge | Pass | PageSent | PageFailed | Resolve
+
+
+# -- commands: what the shell must do ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PageCmd:
+    """Page one contact on one channel. `key` is unique within the incident."""
+
+    key: str
+    contact: str
+    channel: str
+    cycle: int
+    leg_index: int
+    leg: str
+    window_s: int  # how long this page has to matter (bounds provider retries)
+
+
+@dataclass(frozen=True)
+class ArmWindow:
+    deadline: datetime
+    cycle: int
+    leg_index: int
+
+
+@dataclass(frozen=True)
+class CancelWindow:
+    pass
+
+
+@dataclass(frozen=True)
+class Emit:
+    """An event for the timeline and `escalations.<event>`; `seq` counts 1, 2, 3… per incident."""
+
+    event: str
+    seq: int
+    at: datetime
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Notify:
+    """A short notice to someone already paged, e.g. that another person took the incident."""
+
+    contact: str
+    kind: str
+    by: str
+
+
+Command = PageCmd | ArmWindow | CancelWindow | Emit | Notify
+
+
+# -- the state ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Walk:
+    incident_id: str
+    plan: Plan
+    status: str = NEW
+    cycle: int = 0
+    leg_index: int = 0
+    deadline: datetime | None = None
+    live: frozenset[str] = frozenset()  # keys of the current leg's pages not yet definitively failed
+    paged: frozenset[str] = frozenset()  # every contact paged so far
+    seq: int = 0
+    acked_by: str | None = None
+    closed_by: str | None = None
+
+    @property
+    def leg(self) -> LegPlan:
+        return self.plan.legs[self.leg_index]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state without the plan (stored once, beside it)."""
+        return {
+            "status": self.status,
+            "cycle": self.cycle,
+            "leg_index": self.leg_index,
+            "deadline": self.deadline.isoformat() if self.deadline else None,
+            "live": sorted(self.live),
+            "paged": sorted(self.paged),
+            "seq": self.seq,
+            "acked_by": self.acked_by,
+            "closed_by": self.closed_by,
+        }
+
+    @classmethod
+    def from_dict(cls, incident_id: str, plan: Plan, data: dict[str, Any]) -> Walk:
+        return cls(
+            incident_id=incident_id,
+            plan=plan,
+            status=data["status"],
+            cycle=int(data["cycle"]),
+            leg_index=int(data["leg_index"]),
+            deadline=datetime.fromisoformat(data["deadline"]) if data.get("deadline") else None,
+            live=frozenset(data.get("live", ())),
+            paged=frozenset(data.get("paged", ())),
+            seq=int(data["seq"]),
+            acked_by=data.get("acked_by"),
+            closed_by=data.get("closed_by"),
+        )
+
+
+# -- the machine -------------------------------------------------------------------------------------
+
+
+class _Step:
+    """Collects the new state and the commands of one decision."""
+
+    def __init__(self, walk: Walk, now: datetime):
+        self.walk = walk
+        self.now = now
+        self.commands: list[Command] = []
+
+    def set(self, **changes: Any) -> None:
+        self.walk = replace(self.walk, **changes)
+
+    def emit(self, event: str, **fields: Any) -> None:
+        seq = self.walk.seq + 1
+        self.set(seq=seq)
+        self.commands.append(Emit(event, seq, self.now, {k: v for k, v in fields.items() if v is not None}))
+
+    def leg_fields(self) -> dict[str, Any]:
+        w = self.walk
+        return {"cycle": w.cycle, "leg": w.leg.name, "leg_index": w.leg_index}
+
+    def start_leg(self, cycle: int, leg_index: int) -> None:
+        leg = self.walk.plan.legs[leg_index]
+        deadline = self.now + timedelta(seconds=leg.window_s)
+        pages = [
+            PageCmd(f"c{cycle}.l{leg_index}.{contact}.{channel}", contact, channel, cycle, leg_index, leg.name, leg.window_s)
+            for contact, channel in leg.targets
+        ]
+        self.set(
+            status=OPEN,
+            cycle=cycle,
+            leg_index=leg_index,
+            deadline=deadline,
+            live=frozenset(p.key for p in pages),
+            paged=self.walk.paged | {p.contact for p in pages},
+        )
+        self.emit("leg_started", **self.leg_fields(), window_s=leg.window_s)
+        self.commands.extend(pages)
+        self.commands.append(ArmWindow(deadline, cycle, leg_index))
+        if not pages:  # nobody on this leg can be reached on its channels
+            self.unreachable()
+
+    def advance(self, early: bool = False) -> None:
+        """The current leg is over: next leg, next cycle, or exhaustion."""
+        w = self.walk
+        if w.leg_index + 1 < len(w.plan.legs):
+            self.start_leg(w.cycle, w.leg_index + 1)
+        elif w.plan.cycles == 0 or w.cycle < w.plan.cycles:
+            if early:
+                return  # a whole unreachable cycle: let the armed window start the next one
+            self.start_leg(w.cycle + 1, 0)
+        else:
+            self.exhaust()
+
+    def unreachable(self) -> None:
+        self.emit("passed", **self.leg_fields(), reason="unreachable: every page of the leg failed")
+        self.advance(early=True)
+
+    def exhaust(self) -> None:
+        w = self.walk
+        self.set(status=EXHAUSTED, deadline=None, live=frozenset())
+        self.commands.append(CancelWindow())
+        self.emit("exhausted", cycle=w.cycle)
+        seen: set[tuple[str, str]] = set()
+        pages = []
+        for index, leg in enumerate(w.plan.legs):
+            for contact, channel in leg.targets:
+                if (contact, channel) not in seen:
+                    seen.add((contact, channel))
+                    pages.append(PageCmd(f"x.{contact}.{channel}", contact, channel, w.cycle, index, leg.name, leg.window_s))
+        self.set(paged=w.paged | {p.contact for p in pages})
+        self.commands.extend(pages)
+
+
+def new(incident_id: str, plan: Plan) -> Walk:
+    return Walk(incident_id=incident_id, plan=plan)
+
+
+def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]]:
+    """The next state and the commands to carry out. An event that changes nothing returns no commands."""
+    step = _Step(walk, now)
+    status = walk.status
+
+    if isinstance(event, Open):
+        if status != NEW:
+            return walk, []
+        plan = walk.plan
+        step.emit("opened", ladder=plan.ladder, version=plan.version, **event.details)
+        if not any(leg.targets for leg in plan.legs):
+            step.set(cycle=1)
+            step.exhaust()
+        else:
+            step.start_leg(1, 0)
+
+    elif isinstance(event, WindowExpired):
+        if status != OPEN or (event.cycle, event.leg_index) != (walk.cycle, walk.leg_index):
+            return walk, []  # a stale timer: that leg already ended
+        step.emit("leg_timed_out", **step.leg_fields())
+        step.advance()
+
+    elif isinstance(event, Acknowledge):
+        if status not in ACTIVE or (event.contact is not None and event.contact not in walk.paged):
+            return walk, []
+        step.set(status=ACKNOWLEDGED, acked_by=event.by, deadline=None, live=frozenset())
+        step.commands.append(CancelWindow())
+        step.emit("acknowledged", by=event.by, channel=event.channel, contact=event.contact, **step.leg_fields())
+        step.commands.extend(Notify(c, "taken", event.by) for c in sorted(walk.paged) if c != event.contact)
+
+    elif isinstance(event, Pass):
+        if status != OPEN:
+            return walk, []
+        if event.cycle is not None and (event.cycle, event.leg_index) != (walk.cycle, walk.leg_index):
+            return walk, []  # a pass for a leg that is already over
+        if event.contact is not None and event.contact not in walk.leg.contacts:
+            return walk, []
+        step.emit("passed", by=event.by, channel=event.channel, contact=event.contact, **step.leg_fields())
+        step.advance()
+
+    elif isinstance(event, PageSent):
+        page = event.page
+        step.emit("page_sent", contact=page.contact, channel=page.channel, cycle=page.cycle, leg=page.leg, leg_index=page.leg_index)
+
+    elif isinstance(event, PageFailed):
+        page = event.page
+        step.emit(
+            "page_failed", contact=page.contact, channel=page.channel, cycle=page.cycle, leg=page.leg,
+            leg_index=page.leg_index, reason=event.reason,
+        )
+        if status == OPEN and page.key in walk.live:
+            step.set(live=walk.live - {page.key})
+            if not step.walk.live:
+                step.unreachable()
+
+    elif isinstance(event, Resolve):
+        if status not in (*ACTIVE, ACKNOWLEDGED):
+            return walk, []
+        step.set(status=RESOLVED, closed_by=event.by, deadline=None, live=frozenset())
+        step.commands.append(CancelWindow())
+        step.emit("resolved", by=event.by)
+
+    else:  # pragma: no cover - the type union is closed
+        raise TypeError(f"unknown event {event!r}")
+
+    return step.walk, step.commands

@@ -1,0 +1,336 @@
+"""Every rule of SPEC §4 as plain values through the pure state machine."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from escalator import walk as w
+from escalator.walk import (
+    Acknowledge,
+    ArmWindow,
+    CancelWindow,
+    Emit,
+    LegPlan,
+    Notify,
+    Open,
+    PageCmd,
+    PageFailed,
+    PageSent,
+    Pass,
+    Plan,
+    Resolve,
+    WindowExpired,
+    decide,
+)
+
+T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
+ALL = ("voice", "sms", "push")
+
+
+def plan(cycles: int = 0, windows=(120, 90, 120)) -> Plan:
+    return Plan(
+        "night",
+        3,
+        cycles,
+        (
+            LegPlan("primary", windows[0], tuple(("alice", c) for c in ALL)),
+            LegPlan("secondary", windows[1], tuple(("bob", c) for c in ALL)),
+            LegPlan("fallback", windows[2], (("carol", "voice"), ("carol", "sms"), ("dave", "voice"))),
+        ),
+    )
+
+
+def opened(p: Plan | None = None):
+    return decide(w.new("inc-1", p or plan()), Open({"summary": "no heat"}), T0)
+
+
+def emits(cmds) -> list[str]:
+    return [c.event for c in cmds if isinstance(c, Emit)]
+
+
+def pages(cmds) -> list[tuple[str, str]]:
+    return [(c.contact, c.channel) for c in cmds if isinstance(c, PageCmd)]
+
+
+def expire(walk, at):
+    return decide(walk, WindowExpired(walk.cycle, walk.leg_index), at)
+
+
+def test_open_pages_the_first_leg_on_every_channel_and_arms_its_window() -> None:
+    walk, cmds = opened()
+    assert emits(cmds) == ["opened", "leg_started"]
+    assert pages(cmds) == [("alice", "voice"), ("alice", "sms"), ("alice", "push")]
+    assert [c for c in cmds if isinstance(c, ArmWindow)] == [ArmWindow(T0 + timedelta(seconds=120), 1, 0)]
+    assert (walk.status, walk.cycle, walk.leg_index, walk.deadline) == ("open", 1, 0, T0 + timedelta(seconds=120))
+    first = cmds[0]
+    assert first.fields == {"ladder": "night", "version": 3, "summary": "no heat"} and first.seq == 1 and first.at == T0
+    assert cmds[1].fields == {"cycle": 1, "leg": "primary", "leg_index": 0, "window_s": 120}
+
+
+def test_legs_in_order_with_their_own_windows() -> None:
+    walk, _ = opened()
+    t1 = T0 + timedelta(seconds=120)
+    walk, cmds = expire(walk, t1)
+    assert emits(cmds) == ["leg_timed_out", "leg_started"]
+    assert pages(cmds) == [("bob", c) for c in ALL]
+    assert [c.deadline for c in cmds if isinstance(c, ArmWindow)] == [t1 + timedelta(seconds=90)]
+    walk, cmds = expire(walk, t1 + timedelta(seconds=90))
+    assert pages(cmds) == [("carol", "voice"), ("carol", "sms"), ("dave", "voice")]
+    assert walk.leg_index == 2 and walk.cycle == 1
+
+
+def test_cycles_zero_walks_forever() -> None:
+    walk, _ = opened()
+    t = T0
+    for _ in range(3 * 5):
+        t += timedelta(seconds=200)
+        walk, cmds = expire(walk, t)
+        assert walk.status == "open"
+    assert walk.cycle == 6 and walk.leg_index == 0
+    assert cmds[1].fields["cycle"] == 6
+
+
+def test_cycles_reached_exhausts_and_pages_everyone_at_once() -> None:
+    walk, _ = opened(plan(cycles=2))
+    t = T0
+    for _ in range(5):
+        t += timedelta(minutes=3)
+        walk, cmds = expire(walk, t)
+    assert walk.cycle == 2 and walk.leg_index == 2
+    walk, cmds = expire(walk, t + timedelta(minutes=3))
+    assert emits(cmds) == ["leg_timed_out", "exhausted"]
+    assert sorted(pages(cmds)) == sorted(
+        [("alice", c) for c in ALL] + [("bob", c) for c in ALL] + [("carol", "voice"), ("carol", "sms"), ("dave", "voice")]
+    )
+    assert walk.status == "exhausted" and walk.deadline is None
+    assert not [c for c in cmds if isinstance(c, ArmWindow)]
+    # still open for acknowledgment, and no more timers to act on
+    assert expire(walk, t + timedelta(hours=1)) == (walk, [])
+    acked, cmds = decide(walk, Acknowledge("erin-the-operator"), t + timedelta(hours=1))
+    assert acked.status == "acknowledged" and emits(cmds) == ["acknowledged"]
+
+
+def test_first_ack_wins_and_stops_everything() -> None:
+    walk, _ = opened()
+    walk, cmds = decide(walk, Acknowledge("alice", "sms", "alice"), T0 + timedelta(seconds=30))
+    assert walk.status == "acknowledged" and walk.acked_by == "alice"
+    assert CancelWindow() in cmds and emits(cmds) == ["acknowledged"]
+    assert [c for c in cmds if isinstance(c, Emit)][0].fields == {
+        "by": "alice", "channel": "sms", "contact": "alice", "cycle": 1, "leg": "primary", "leg_index": 0
+    }
+    assert pages(cmds) == []
+    # a second ack, a pass, the old window: nothing changes, nothing is paged
+    for event in (Acknowledge("bob", "voice", None), Pass("alice", "voice", "alice"), WindowExpired(1, 0)):
+        assert decide(walk, event, T0 + timedelta(seconds=40)) == (walk, [])
+
+
+def test_ack_from_someone_paged_earlier_in_the_walk() -> None:
+    walk, _ = opened()
+    walk, _ = expire(walk, T0 + timedelta(seconds=120))  # now on bob's leg
+    walk, cmds = decide(walk, Acknowledge("alice", "voice", "alice"), T0 + timedelta(seconds=150))
+    assert walk.status == "acknowledged" and walk.acked_by == "alice"
+    assert [c for c in cmds if isinstance(c, Notify)] == [Notify("bob", "taken", "alice")]
+
+
+def test_ack_from_someone_never_paged_is_ignored_but_operators_may_ack() -> None:
+    walk, _ = opened()
+    assert decide(walk, Acknowledge("carol", "sms", "carol"), T0) == (walk, [])
+    walk2, cmds = decide(walk, Acknowledge("ops-manager"), T0)
+    assert walk2.status == "acknowledged" and [c for c in cmds if isinstance(c, Notify)] == [Notify("alice", "taken", "ops-manager")]
+
+
+def test_pass_ends_the_leg_now() -> None:
+    walk, _ = opened()
+    walk, cmds = decide(walk, Pass("alice", "voice", "alice", 1, 0), T0 + timedelta(seconds=10))
+    assert emits(cmds) == ["passed", "leg_started"]
+    assert walk.leg_index == 1 and walk.deadline == T0 + timedelta(seconds=100)
+    assert pages(cmds) == [("bob", c) for c in ALL]
+
+
+def test_late_pass_for_an_older_leg_changes_nothing() -> None:
+    walk, _ = opened()
+    walk, _ = expire(walk, T0 + timedelta(seconds=120))
+    assert decide(walk, Pass("alice", "voice", "alice", 1, 0), T0 + timedelta(seconds=130)) == (walk, [])
+    assert decide(walk, Pass("alice", "sms", "alice"), T0 + timedelta(seconds=130)) == (walk, [])  # not on this leg
+    walk2, cmds = decide(walk, Pass("ops"), T0 + timedelta(seconds=130))  # an operator passes the current leg
+    assert walk2.leg_index == 2 and emits(cmds)[0] == "passed"
+
+
+def test_pass_on_the_last_leg_starts_the_next_cycle_or_exhausts() -> None:
+    walk, _ = opened(plan(cycles=1))
+    walk, _ = expire(walk, T0 + timedelta(minutes=2))
+    walk, _ = expire(walk, T0 + timedelta(minutes=4))
+    walk, cmds = decide(walk, Pass("carol", "sms", "carol"), T0 + timedelta(minutes=5))
+    assert walk.status == "exhausted" and emits(cmds) == ["passed", "exhausted"]
+    again, _ = opened(plan(cycles=0))
+    again, _ = expire(again, T0 + timedelta(minutes=2))
+    again, _ = expire(again, T0 + timedelta(minutes=4))
+    again, cmds = decide(again, Pass("dave", "voice", "dave"), T0 + timedelta(minutes=5))
+    assert (again.cycle, again.leg_index) == (2, 0) and pages(cmds) == [("alice", c) for c in ALL]
+
+
+def _page(walk, contact, channel) -> PageCmd:
+    return PageCmd(f"c{walk.cycle}.l{walk.leg_index}.{contact}.{channel}", contact, channel, walk.cycle, walk.leg_index, walk.leg.name, walk.leg.window_s)
+
+
+def test_leg_that_reaches_nobody_moves_on_at_once() -> None:
+    walk, _ = opened()
+    t = T0 + timedelta(seconds=5)
+    walk, cmds = decide(walk, PageFailed(_page(walk, "alice", "voice"), "rejected: 400"), t)
+    walk, cmds = decide(walk, PageFailed(_page(walk, "alice", "sms"), "breaker open"), t)
+    assert walk.leg_index == 0 and emits(cmds) == ["page_failed"]
+    walk, cmds = decide(walk, PageFailed(_page(walk, "alice", "push"), "retries used up"), t)
+    assert emits(cmds) == ["page_failed", "passed", "leg_started"]
+    passed = [c for c in cmds if isinstance(c, Emit)][1]
+    assert passed.fields["reason"].startswith("unreachable") and "by" not in passed.fields
+    assert walk.leg_index == 1 and walk.deadline == t + timedelta(seconds=90)
+
+
+def test_a_failure_after_a_success_still_counts_only_failures() -> None:
+    walk, _ = opened()
+    walk, cmds = decide(walk, PageSent(_page(walk, "alice", "sms"), "SM1"), T0)
+    assert emits(cmds) == ["page_sent"] and walk.leg_index == 0
+    for channel in ("voice", "push"):
+        walk, _ = decide(walk, PageFailed(_page(walk, "alice", channel), "x"), T0)
+    assert walk.leg_index == 0  # the SMS may still be read: wait out the window
+    walk, _ = decide(walk, PageFailed(_page(walk, "alice", "sms"), "undelivered"), T0)  # a status callback
+    assert walk.leg_index == 1
+
+
+def test_failures_of_an_older_leg_do_not_move_the_current_one() -> None:
+    walk, _ = opened()
+    old = _page(walk, "alice", "voice")
+    walk, _ = expire(walk, T0 + timedelta(seconds=120))
+    walk2, cmds = decide(walk, PageFailed(old, "no-answer"), T0 + timedelta(seconds=125))
+    assert emits(cmds) == ["page_failed"] and walk2.leg_index == 1 and walk2.live == walk.live
+
+
+def test_an_unreachable_last_leg_does_not_spin_into_a_new_cycle() -> None:
+    walk, _ = opened()
+    t = T0
+    for _ in range(3):  # every page of every leg fails at once: a total outage
+        for contact, channel in walk.leg.targets:
+            walk, cmds = decide(walk, PageFailed(_page(walk, contact, channel), "breaker open"), t)
+    assert (walk.cycle, walk.leg_index, walk.status) == (1, 2, "open")
+    assert emits(cmds)[-1] == "passed" and not pages(cmds)
+    walk, cmds = expire(walk, walk.deadline)  # the window starts the next cycle
+    assert (walk.cycle, walk.leg_index) == (2, 0) and pages(cmds)
+
+
+def test_unreachable_last_leg_with_cycles_reached_exhausts() -> None:
+    walk, _ = opened(plan(cycles=1))
+    for _ in range(3):
+        for contact, channel in walk.leg.targets:
+            walk, cmds = decide(walk, PageFailed(_page(walk, contact, channel), "x"), T0)
+    assert walk.status == "exhausted" and emits(cmds)[-1] == "exhausted"
+
+
+def test_a_ladder_nobody_can_be_paged_on_exhausts_at_once() -> None:
+    empty = Plan("x", 1, 0, (LegPlan("a", 60, ()), LegPlan("b", 60, ())))
+    walk, cmds = opened(empty)
+    assert walk.status == "exhausted" and emits(cmds) == ["opened", "exhausted"]
+    partly = Plan("x", 1, 0, (LegPlan("a", 60, ()), LegPlan("b", 60, (("bob", "sms"),))))
+    walk, cmds = opened(partly)
+    assert emits(cmds) == ["opened", "leg_started", "passed", "leg_started"] and walk.leg_index == 1
+
+
+def test_resolve_stops_everything_and_later_acks_change_nothing() -> None:
+    walk, _ = opened()
+    walk, cmds = decide(walk, Resolve("dispatcher"), T0 + timedelta(seconds=30))
+    assert walk.status == "resolved" and CancelWindow() in cmds and emits(cmds) == ["resolved"]
+    for event in (Acknowledge("alice", "sms", "alice"), Pass("alice"), WindowExpired(1, 0), Resolve("x"), Open()):
+        assert decide(walk, event, T0 + timedelta(seconds=60)) == (walk, [])
+    # page results still reach the audit timeline, but move nothing
+    walk2, cmds = decide(walk, PageFailed(PageCmd("c1.l0.alice.sms", "alice", "sms", 1, 0, "primary", 120), "x"), T0)
+    assert emits(cmds) == ["page_failed"] and walk2.status == "resolved"
+
+
+def test_resolve_after_acknowledgement() -> None:
+    walk, _ = opened()
+    walk, _ = decide(walk, Acknowledge("alice", "voice", "alice"), T0)
+    walk, cmds = decide(walk, Resolve(), T0)
+    assert walk.status == "resolved" and emits(cmds) == ["resolved"]
+
+
+def test_seq_counts_every_event_in_order() -> None:
+    walk, a = opened()
+    walk, b = expire(walk, T0 + timedelta(minutes=2))
+    walk, c = decide(walk, Acknowledge("bob", "sms", "bob"), T0 + timedelta(minutes=3))
+    seqs = [x.seq for x in a + b + c if isinstance(x, Emit)]
+    assert seqs == list(range(1, len(seqs) + 1)) and walk.seq == seqs[-1]
+
+
+def test_state_round_trips_through_plain_dicts() -> None:
+    walk, _ = opened()
+    walk, _ = expire(walk, T0 + timedelta(minutes=2))
+    again = w.Walk.from_dict("inc-1", Plan.from_dict(walk.plan.to_dict()), walk.to_dict())
+    assert again == walk
+
+
+def test_the_walk_imports_nothing_but_the_standard_library() -> None:
+    import ast
+    import sys
+    from pathlib import Path
+
+    tree = ast.parse(Path(w.__file__).read_text())
+    modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert modules <= set(sys.stdlib_module_names) | {"__future__"}, modules
+
+
+# -- properties ------------------------------------------------------------------------------------
+
+EVENTS = st.sampled_from(["expire", "ack", "pass", "fail", "sent", "resolve", "stale", "late-pass"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(cycles=st.integers(0, 3), script=st.lists(EVENTS, max_size=40))
+def test_properties_of_any_walk(cycles: int, script: list[str]) -> None:
+    walk, cmds = opened(plan(cycles=cycles))
+    t = T0
+    started: list[tuple[int, int]] = [(1, 0)]
+    closed = False
+    for step in script:
+        t += timedelta(seconds=7)
+        before, cmds = walk, []
+        if step == "expire":
+            walk, cmds = expire(walk, t)
+        elif step == "ack":
+            walk, cmds = decide(walk, Acknowledge("ops"), t)
+        elif step == "pass":
+            walk, cmds = decide(walk, Pass("ops"), t)
+        elif step == "resolve":
+            walk, cmds = decide(walk, Resolve("ops"), t)
+        elif step == "stale":
+            walk, cmds = decide(walk, WindowExpired(walk.cycle + 5, 0), t)
+        elif step == "late-pass":
+            walk, cmds = decide(walk, Pass("alice", "voice", "alice", walk.cycle - 1, 0), t)
+        elif walk.live:
+            key = sorted(walk.live)[0]
+            contact, channel = key.split(".")[2:]
+            page = PageCmd(key, contact, channel, walk.cycle, walk.leg_index, walk.leg.name, walk.leg.window_s)
+            walk, cmds = decide(walk, PageFailed(page, "x") if step == "fail" else PageSent(page), t)
+        # never pages after an acknowledgement or a resolve
+        if closed or before.status in ("acknowledged", "resolved"):
+            assert pages(cmds) == []
+        closed = closed or walk.status in ("acknowledged", "resolved")
+        # never skips a leg: each leg_started is the next leg of this cycle, or leg 0 of the next cycle
+        for c in cmds:
+            if isinstance(c, Emit) and c.event == "leg_started":
+                prev = started[-1]
+                here = (c.fields["cycle"], c.fields["leg_index"])
+                assert here in ((prev[0], prev[1] + 1), (prev[0] + 1, 0))
+                if here[1] == 0:
+                    assert prev[1] == 2  # a cycle always runs to its last leg before the next starts
+                started.append(here)
+        # bounded cycles always end in exhaustion, never a cycle too many
+        if cycles:
+            assert walk.cycle <= cycles
+        # the window is armed exactly while the walk is open
+        assert (walk.deadline is not None) == (walk.status == "open")
+        # seq is dense
+        seqs = [c.seq for c in cmds if isinstance(c, Emit)]
+        assert seqs == list(range(before.seq + 1, before.seq + 1 + len(seqs)))
