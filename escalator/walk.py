@@ -333,7 +333,7 @@ def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]
         step.set(status=ACKNOWLEDGED, acked_by=event.by, deadline=None, live=frozenset())
         step.commands.append(CancelWindow())
         step.emit("acknowledged", by=event.by, channel=event.channel, contact=event.contact, **step.leg_fields())
-        step.commands.extend(Notify(c, "taken", event.by) for c in sorted(walk.paged) if c != event.contact)
+        step.commands.extend(Notify(c, "taken", event.by) for c in sorted(walk.paged) if c not in (event.contact, event.by))
 
     elif isinstance(event, Pass):
         if status != OPEN:

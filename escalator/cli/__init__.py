@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from escalator.cli import contact, db, ladder
+from escalator.cli import contact, db, incident, ladder
 from escalator.cli.common import CliState, EscalatorGroup
 
 app = typer.Typer(
@@ -22,9 +22,12 @@ def _root(ctx: typer.Context) -> None:
     ctx.call_on_close(state.close)
 
 
+app.command("run")(incident.run)
 app.command("apply")(ladder.apply)
+app.command("publish")(incident.publish)
 app.add_typer(ladder.app, name="ladder")
 app.add_typer(contact.app, name="contact")
+app.add_typer(incident.app, name="incident")
 app.add_typer(db.app, name="db")
 
 

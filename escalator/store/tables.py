@@ -85,3 +85,89 @@ class LadderVersionRow(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+# -- incidents -----------------------------------------------------------------------------------
+
+
+class IncidentRow(SQLModel, table=True):
+    """Current state of one incident; `plan` and `state` are the walk's (escalator.walk)."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(["ladder", "version"], ["ladder_versions.ladder", "ladder_versions.version"]),
+        sa.Index("ix_incidents_status_deadline", "status", "deadline"),
+    )
+
+    id: str = Field(primary_key=True, max_length=128)
+    ladder: str = Field(max_length=64)
+    version: int
+    status: str = Field(max_length=16)
+    deadline: datetime | None = _ts(nullable=True)
+    summary: str = Field(max_length=280)
+    caller: str | None = Field(default=None, max_length=16)
+    severity: str | None = Field(default=None, max_length=32)
+    occurred_at: datetime | None = _ts(nullable=True)
+    details: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON, nullable=True)
+    plan: dict[str, Any] = Field(sa_type=sa.JSON, nullable=False)
+    state: dict[str, Any] = Field(sa_type=sa.JSON, nullable=False)
+    acked_by: str | None = Field(default=None, max_length=64)
+    opened_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    closed_at: datetime | None = _ts(nullable=True)
+
+
+class IncidentEventRow(SQLModel, table=True):
+    """The audit timeline: exactly the events published on `escalations.<event>`."""
+
+    __tablename__ = "incident_events"
+
+    incident_id: str = Field(primary_key=True, foreign_key="incidents.id", max_length=128)
+    seq: int = Field(primary_key=True)
+    event: str = Field(max_length=32)
+    at: datetime = _ts()
+    data: dict[str, Any] = Field(sa_type=sa.JSON, nullable=False)
+
+
+class IncidentNoteRow(SQLModel, table=True):
+    """What happened to an incident but changed nothing: repeats, late acks, stale passes."""
+
+    __tablename__ = "incident_notes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: str = Field(foreign_key="incidents.id", max_length=128, index=True)
+    at: datetime = _ts()
+    note: str
+
+
+class PageRow(SQLModel, table=True):
+    """A page, recorded before the provider is called; `resent` allows one re-send after a crash."""
+
+    __tablename__ = "pages"
+
+    incident_id: str = Field(primary_key=True, foreign_key="incidents.id", max_length=128)
+    key: str = Field(primary_key=True, max_length=200)
+    contact: str = Field(max_length=64)
+    channel: str = Field(max_length=8)
+    cycle: int
+    leg_index: int
+    leg: str = Field(max_length=64)
+    window_s: int
+    status: str = Field(max_length=16, index=True)  # pending, sent, failed
+    resent: bool = False
+    ref: str | None = Field(default=None, max_length=200)
+    reason: str | None = None
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class OutboxRow(SQLModel, table=True):
+    """Events committed with the step that caused them, published to NATS afterwards, then deleted."""
+
+    __tablename__ = "outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(max_length=64)
+    msg_id: str = Field(max_length=200)
+    payload: dict[str, Any] = Field(sa_type=sa.JSON, nullable=False)
+    created_at: datetime = _ts()

@@ -1,0 +1,87 @@
+"""The paging seam: one small interface every channel (voice, SMS, push) implements.
+
+The walk decides *that* a contact is paged on a channel; a channel only delivers and reports the
+outcome. Real Twilio and FCM channels plug in here; until then (and whenever no provider is
+configured) the dry-run channel writes each page to the log.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from escalator.ladders import Contact
+from escalator.logs import mask_phone
+
+log = logging.getLogger("escalator.channels")
+
+
+@dataclass(frozen=True)
+class Page:
+    incident_id: str
+    key: str
+    channel: str
+    contact: Contact
+    summary: str
+    cycle: int
+    leg: str
+    window_s: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    ref: str | None = None
+    reason: str | None = None
+
+
+class Channel(Protocol):
+    name: str
+
+    async def send(self, page: Page) -> Outcome: ...
+
+    async def notify(self, contact: Contact, incident_id: str, text: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def describe(page: Page) -> str:
+    address = f"{len(page.contact.push_tokens)} device(s)" if page.channel == "push" else mask_phone(page.contact.phone)
+    return f"{page.channel} to {page.contact.id} ({address}) for incident {page.incident_id}, leg {page.leg}"
+
+
+class DryRunChannel:
+    """Writes each page to the log instead of sending it (the default with no provider configured)."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    async def send(self, page: Page) -> Outcome:
+        log.info("DRY-RUN page %s: %s", describe(page), page.summary)
+        return Outcome(True, ref=f"dry-run-{next(self._ids)}")
+
+    async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
+        log.info("DRY-RUN %s notice to %s for incident %s: %s", self.name, contact.id, incident_id, text)
+
+    async def close(self) -> None:
+        return None
+
+
+class NotConfiguredChannel:
+    """A channel with neither credentials nor dry-run: every page fails, visibly, at once."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    async def send(self, page: Page) -> Outcome:
+        return Outcome(False, reason="not configured")
+
+    async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,192 @@
+"""`escalator run`: wires the adapters together and runs until SIGTERM.
+
+Start-up order matters for a paging system: the database first (it is the source of truth, and
+the only thing readiness depends on), then HTTP (health and, later, acknowledgements), then every
+open window and interrupted page is recovered, and NATS is connected in the background — a NATS
+outage at start delays ingest and events but never the walks already under way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+import sqlalchemy as sa
+
+from escalator import bus
+from escalator.channels import Channel, DryRunChannel, NotConfiguredChannel
+from escalator.embedded_nats import EmbeddedNats, reachable
+from escalator.engine import Engine
+from escalator.ingest import Ingest
+from escalator.metrics import Metrics
+from escalator.settings import Settings
+from escalator.store.db import display_url, make_engine
+from escalator.store.incidents import IncidentStore
+from escalator.store.migrate import require_current
+from escalator.web import HttpServer, create_app
+
+log = logging.getLogger("escalator")
+
+
+def build_channels(settings: Settings) -> dict[str, Channel]:
+    """Dry-run when asked or when no provider is configured; otherwise a channel without credentials fails visibly."""
+    channels: dict[str, Channel] = {}
+    for name in ("voice", "sms", "push"):
+        if settings.dry_run_effective:
+            channels[name] = DryRunChannel(name)
+            log.info("channel %s: dry-run (pages are written to this log)", name)
+        else:
+            channels[name] = NotConfiguredChannel(name)
+            log.warning("channel %s: not configured; its pages will fail with reason 'not configured'", name)
+    return channels
+
+
+class Daemon:
+    def __init__(self, settings: Settings, embedded_nats: bool = False, channels: Mapping[str, Channel] | None = None):
+        self.settings = settings
+        self.embedded_nats = embedded_nats
+        self.stop_event = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.db = make_engine(settings.database)
+        self.store = IncidentStore(self.db)
+        self.metrics = Metrics()
+        self.channels = dict(channels) if channels is not None else build_channels(settings)
+        self.publisher = bus.OutboxPublisher(self.store, self.metrics.outbox_backlog.set)
+        self.engine = Engine(self.store, self.channels, self.metrics, settings.default_ladder, on_events=self.publisher.kick)
+        self.ingest = Ingest(self.engine)
+        self.nats: Any = None
+        self.nats_error: str | None = "not connected yet"
+        self.embedded: EmbeddedNats | None = None
+        self.http = HttpServer(create_app(self.readiness, self.metrics.registry), settings.http_host, settings.http_port)
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                pass
+        try:
+            await self._start()
+            await self.stop_event.wait()
+            log.info("stopping: no new incidents are taken; in-flight work finishes")
+        finally:
+            await self._shutdown()
+
+    async def _start(self) -> None:
+        await asyncio.to_thread(require_current, self.db)
+        log.info("database %s", display_url(self.settings.database))
+        if self.embedded_nats:
+            url = self.settings.nats_servers[0]
+            parsed = urlparse(url)
+            if not reachable(parsed.hostname or "127.0.0.1", parsed.port or 4222):
+                self.embedded = EmbeddedNats(url, self.settings.data_dir / "nats")
+                await self.embedded.start()
+            else:
+                log.info("NATS already reachable at %s; not starting an embedded server", url)
+        await self.http.start()
+        log.info("HTTP on http://%s:%d (/healthz, /readyz, /metrics)", self.settings.http_host, self.settings.http_port)
+        await self.engine.start()
+        self._tasks = [
+            asyncio.create_task(self._connect_nats(), name="nats"),
+            asyncio.create_task(self.ingest.run(self.stop_event), name="ingest"),
+            asyncio.create_task(self.publisher.run(self.stop_event), name="outbox"),
+            asyncio.create_task(self._gauges(), name="gauges"),
+        ]
+        self.ready.set()
+        log.info("escalator running (default ladder: %s)", self.settings.default_ladder or "none")
+
+    async def _connect_nats(self) -> None:
+        delay = 0.5
+        while not self.stop_event.is_set():
+            try:
+                nc = await bus.connect(
+                    self.settings.nats_servers,
+                    error_cb=self._nats_error,
+                    disconnected_cb=self._nats_disconnected,
+                    reconnected_cb=self._nats_reconnected,
+                )
+                js = nc.jetstream()
+                await bus.ensure_streams(js)
+                self.nats, self.nats_error = nc, None
+                self.ingest.js = self.publisher.js = js
+                self.publisher.kick()
+                log.info("NATS connected: %s", nc.connected_url.netloc if nc.connected_url else "?")
+                return
+            except Exception as exc:
+                self.nats_error = f"{type(exc).__name__}: {exc}"[:200]
+                log.warning("NATS unreachable (%s); retrying in %.1fs", self.nats_error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _nats_error(self, exc: Exception) -> None:
+        self.nats_error = f"{type(exc).__name__}: {exc}"[:200]
+
+    async def _nats_disconnected(self) -> None:
+        log.warning("NATS disconnected; paging and windows go on, events wait in the outbox")
+
+    async def _nats_reconnected(self) -> None:
+        self.nats_error = None
+        log.info("NATS reconnected")
+        self.publisher.kick()
+
+    async def _gauges(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                await self.engine.refresh_gauges()
+            except Exception:
+                log.warning("could not refresh gauges (database?)")
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), 15)
+            except TimeoutError:
+                pass
+
+    async def readiness(self) -> dict[str, Any]:
+        def ping() -> None:
+            with self.db.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+
+        database: dict[str, Any] = {"ok": True}
+        try:
+            await asyncio.wait_for(asyncio.to_thread(ping), 3)
+        except Exception as exc:
+            database = {"ok": False, "error": f"{type(exc).__name__}"}
+        connected = bool(self.nats and self.nats.is_connected)
+        return {
+            "database": database,
+            "nats": {"ok": connected, **({} if connected else {"error": self.nats_error or "disconnected"})},
+            "windows_armed": self.engine.windows.armed(),
+            "channels": {name: type(ch).__name__ for name, ch in self.channels.items()},
+        }
+
+    async def _shutdown(self) -> None:
+        self.stop_event.set()
+        for task in self._tasks:
+            if task.get_name() in ("ingest", "outbox"):
+                try:
+                    await asyncio.wait_for(task, 10)
+                except Exception:
+                    task.cancel()
+            else:
+                task.cancel()
+        await self.engine.stop()
+        if self.nats is not None:
+            try:
+                await asyncio.wait_for(self.nats.drain(), 5)
+            except Exception:
+                pass
+        await self.http.stop()
+        for channel in self.channels.values():
+            await channel.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+        self.db.dispose()
+        log.info("escalator stopped")

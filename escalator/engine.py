@@ -1,0 +1,215 @@
+"""The shell around the walk: record each decision, then carry out its commands.
+
+Every step runs the pure walk inside one database transaction (escalator.store.incidents); only
+after it commits are windows armed or cancelled, pages sent and events handed to the outbox.
+Steps for one incident are serialised in this process by a lock; the database row lock does the
+same across processes. Pages run as their own tasks, bounded by the leg's window, so a hung
+provider can never delay a window or another incident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from escalator import clock, walk
+from escalator.channels import Channel, Outcome, Page
+from escalator.metrics import Metrics
+from escalator.store.incidents import IncidentStore, NewIncident, StepResult
+from escalator.walk import ArmWindow, CancelWindow, Emit, Event, Notify, PageCmd, PageFailed, PageSent
+from escalator.windows import Windows
+
+log = logging.getLogger("escalator.engine")
+
+NOTICES = {"taken": "Incident {incident} was taken by {by}. No action needed."}
+
+
+class Engine:
+    def __init__(
+        self,
+        store: IncidentStore,
+        channels: Mapping[str, Channel],
+        metrics: Metrics,
+        default_ladder: str | None = None,
+        on_events: Callable[[], None] = lambda: None,
+        now: Callable[[], datetime] = clock.now,
+    ):
+        self.store = store
+        self.channels = channels
+        self.metrics = metrics
+        self.default_ladder = default_ladder
+        self.on_events = on_events  # wakes the outbox publisher
+        self.now = now
+        self.windows = Windows(self.window_expired)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the timers and pick up every open incident where it stood."""
+        self.windows.start()
+        await self.recover()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        self.windows.shutdown()
+        if self._tasks:
+            done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+
+    async def recover(self) -> None:
+        """Re-arm every window from the database (an overdue one fires at once) and finish interrupted pages."""
+        windows = await asyncio.to_thread(self.store.open_windows)
+        for incident_id, cycle, leg_index, deadline in windows:
+            self.windows.arm(incident_id, deadline, cycle, leg_index)
+        resent = 0
+        for incident_id, page, already_resent in await asyncio.to_thread(self.store.unsent_pages):
+            if already_resent:  # sent once, re-sent once, still unconfirmed: give up on it, visibly
+                await self.handle(incident_id, PageFailed(page, "not confirmed after a re-send (restarts)"))
+                continue
+            claim = await asyncio.to_thread(self.store.claim_resend, page, incident_id)
+            if claim is not None:
+                resent += 1
+                self._spawn(self._send(incident_id, page, claim.summary, claim.contacts.get(page.contact)))
+        await self.refresh_gauges()
+        log.info("recovered %d open windows, re-sent %d interrupted pages", len(windows), resent)
+
+    async def refresh_gauges(self) -> None:
+        counts = await asyncio.to_thread(self.store.count_by_status)
+        self.metrics.open_incidents.set(sum(counts.get(s, 0) for s in walk.ACTIVE))
+
+    # -- inputs -------------------------------------------------------------------------------------
+
+    async def open(self, new: NewIncident) -> StepResult:
+        """Open an incident (raises store.Rejected for an unknown ladder with no default)."""
+        async with self._lock(new.id):
+            result = await asyncio.to_thread(self.store.open, new, self.default_ladder, self.now())
+            self._carry_out(new.id, result)
+        if result.outcome == "opened":
+            self.metrics.incidents_opened.inc()
+        return result
+
+    async def handle(self, incident_id: str, event: Event, note_if_ignored: str | None = None) -> StepResult:
+        async with self._lock(incident_id):
+            result = await asyncio.to_thread(self.store.step, incident_id, event, self.now(), note_if_ignored)
+            self._carry_out(incident_id, result)
+        return result
+
+    async def reject(self, reason: str, incident_id: str | None, msg_id: str) -> None:
+        self.metrics.rejected.inc()
+        if incident_id:
+            async with self._lock(incident_id):
+                await asyncio.to_thread(self.store.reject, reason, self.now(), incident_id, msg_id)
+        else:
+            await asyncio.to_thread(self.store.reject, reason, self.now(), None, msg_id)
+        self.on_events()
+
+    async def window_expired(self, incident_id: str, cycle: int, leg_index: int, deadline: datetime) -> None:
+        self.metrics.window_lateness.observe(max((self.now() - deadline).total_seconds(), 0.0))
+        try:
+            await self.handle(incident_id, walk.WindowExpired(cycle, leg_index))
+        except Exception:  # a failed step must not lose the window: try again shortly
+            log.exception("window of incident %s could not be processed; retrying in 1s", incident_id)
+            self.windows.arm(incident_id, self.now() + timedelta(seconds=1), cycle, leg_index)
+
+    # -- carrying out -------------------------------------------------------------------------------
+
+    def _carry_out(self, incident_id: str, result: StepResult) -> None:
+        emitted = False
+        for command in result.commands:
+            if isinstance(command, ArmWindow):
+                self.windows.arm(incident_id, command.deadline, command.cycle, command.leg_index)
+            elif isinstance(command, CancelWindow):
+                self.windows.cancel(incident_id)
+            elif isinstance(command, PageCmd):
+                self._spawn(self._send(incident_id, command, result.summary, result.contacts.get(command.contact)))
+            elif isinstance(command, Notify):
+                self._spawn(self._notify(incident_id, command, result.contacts))
+            elif isinstance(command, Emit):
+                emitted = True
+                self._count(command)
+        if emitted:
+            self.on_events()
+
+    def _count(self, emit: Emit) -> None:
+        self.metrics.events.labels(emit.event).inc()
+        if emit.event == "acknowledged":
+            self.metrics.acknowledgements.labels(emit.fields.get("channel") or "operator").inc()
+        if emit.event in ("page_sent", "page_failed"):
+            self.metrics.pages.labels(emit.fields.get("channel", "?"), emit.event.removeprefix("page_")).inc()
+
+    async def _send(self, incident_id: str, command: PageCmd, summary: str, contact: Any) -> None:
+        channel = self.channels.get(command.channel)
+        if channel is None or contact is None:
+            outcome = Outcome(False, reason="no such channel" if channel is None else "contact no longer exists")
+        else:
+            page = Page(incident_id, command.key, command.channel, contact, summary, command.cycle, command.leg, command.window_s)
+            try:
+                # A page is only useful within its leg's window; a provider that hangs is cut off there.
+                outcome = await asyncio.wait_for(channel.send(page), timeout=command.window_s)
+            except TimeoutError:
+                outcome = Outcome(False, reason=f"no answer from the provider within {command.window_s}s")
+            except Exception as exc:  # a channel bug must fail the page, not the walk
+                log.exception("channel %s failed on incident %s", command.channel, incident_id)
+                outcome = Outcome(False, reason=f"channel error: {type(exc).__name__}")
+        event = PageSent(command, outcome.ref) if outcome.ok else PageFailed(command, outcome.reason or "failed")
+        await self._retrying(self.handle, incident_id, event)
+
+    async def _notify(self, incident_id: str, command: Notify, contacts: Mapping[str, Any]) -> None:
+        contact = contacts.get(command.contact)
+        if contact is None:
+            return
+        text = NOTICES.get(command.kind, command.kind).format(incident=incident_id, by=command.by)
+        # One short text, never a call: SMS when the contact has a phone, else push.
+        name = "sms" if contact.phone else "push" if contact.push_tokens else None
+        channel = self.channels.get(name) if name else None
+        if channel is None:
+            return
+        try:
+            await asyncio.wait_for(channel.notify(contact, incident_id, text), timeout=30)
+        except Exception:
+            log.warning("notice to %s on %s failed for incident %s", contact.id, name, incident_id)
+
+    async def _retrying(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Recording a page outcome must survive a short database outage: retry with back-off."""
+        delay = 0.2
+        while True:
+            try:
+                return await fn(*args)
+            except Exception:
+                log.exception("recording a step failed; retrying in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def _lock(self, incident_id: str) -> _IncidentLock:
+        return _IncidentLock(self._locks, incident_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class _IncidentLock:
+    """An asyncio lock per incident, dropped when nobody holds or waits for it."""
+
+    def __init__(self, locks: dict[str, asyncio.Lock], key: str):
+        self.locks, self.key = locks, key
+
+    async def __aenter__(self) -> None:
+        lock = self.locks.get(self.key)
+        if lock is None:
+            lock = self.locks[self.key] = asyncio.Lock()
+        self.lock = lock
+        await lock.acquire()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.lock.release()
+        if not self.lock.locked() and not getattr(self.lock, "_waiters", None):
+            self.locks.pop(self.key, None)

@@ -1,0 +1,145 @@
+"""Inbound NATS messages (SPEC §3), validated into plain values or refused with a reason.
+
+Unknown keys are ignored rather than refused: an urgent call must not be dropped because a
+publisher added a field. Everything else that is wrong is refused with a reason naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from escalator.ladders import E164_RE, format_loc, validation_errors
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_DETAILS_BYTES = 16 * 1024
+ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Newlines and tabs in a summary become spaces; other control characters are refused.
+_SPACES = re.compile(r"[\t\n\r\v\f]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _incident_id(value: Any) -> Any:
+    if isinstance(value, str) and not ID_RE.fullmatch(value):
+        raise PydanticCustomError("incident_id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+    return value
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, str):
+        value = _SPACES.sub(" ", value).strip()
+        if _CONTROL.search(value):
+            raise PydanticCustomError("control", "contains control characters")
+    return value
+
+
+def _phone(value: Any) -> Any:
+    if isinstance(value, str) and not E164_RE.fullmatch(value):
+        raise PydanticCustomError("phone", "must be an E.164 phone number like +14155550101")
+    return value
+
+
+def _rfc3339(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise PydanticCustomError("rfc3339", "must be an RFC 3339 timestamp string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise PydanticCustomError("rfc3339", "must be an RFC 3339 timestamp like 2026-11-22T03:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise PydanticCustomError("rfc3339", "needs a time zone offset (e.g. Z or -06:00)")
+    return parsed
+
+
+def _details(value: Any) -> Any:
+    if value is not None:
+        if not isinstance(value, dict):
+            raise PydanticCustomError("details", "must be a JSON object")
+        if len(json.dumps(value, ensure_ascii=False).encode()) > MAX_DETAILS_BYTES:
+            raise PydanticCustomError("details", "must be at most 16 KiB")
+    return value
+
+
+IncidentId = Annotated[str, BeforeValidator(_incident_id)]
+Text = Annotated[str, BeforeValidator(_text)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+
+class Urgent(_Message):
+    id: IncidentId
+    ladder: Annotated[str, Field(min_length=1, max_length=200)]
+    summary: Annotated[Text, Field(min_length=1, max_length=280)]
+    caller: Annotated[str, BeforeValidator(_phone)] | None = None
+    severity: Annotated[Text, Field(max_length=32)] | None = None
+    occurred_at: Annotated[datetime, BeforeValidator(_rfc3339)] | None = None
+    details: Annotated[dict[str, Any], BeforeValidator(_details)] | None = None
+
+
+class Ack(_Message):
+    id: IncidentId
+    by: Annotated[Text, Field(min_length=1, max_length=64)]
+
+
+class PassOn(_Message):
+    id: IncidentId
+    by: Annotated[Text, Field(min_length=1, max_length=64)]
+
+
+class Resolve(_Message):
+    id: IncidentId
+    by: Annotated[Text, Field(min_length=1, max_length=64)] | None = None
+
+
+KINDS: dict[str, type[_Message]] = {
+    "incidents.urgent": Urgent,
+    "incidents.ack": Ack,
+    "incidents.pass": PassOn,
+    "incidents.resolve": Resolve,
+}
+
+
+@dataclass(frozen=True)
+class BadMessage(Exception):
+    reason: str
+    incident_id: str | None = None
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def parse(subject: str, data: bytes) -> Urgent | Ack | PassOn | Resolve:
+    """A message body → its validated value, or BadMessage with the reason (and the id if it was valid)."""
+    kind = KINDS.get(subject)
+    if kind is None:
+        raise BadMessage(f"unknown subject {subject!r} (expected one of {', '.join(KINDS)})")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise BadMessage(f"message is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    try:
+        body = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadMessage("body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise BadMessage(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(body, dict):
+        raise BadMessage("body must be a JSON object")
+    raw_id = body.get("id")
+    incident_id = raw_id if isinstance(raw_id, str) and ID_RE.fullmatch(raw_id) else None
+    try:
+        return kind.model_validate(body)
+    except ValidationError as exc:
+        reasons = [f"{format_loc(loc) or 'body'}: {msg}" for loc, msg in validation_errors(exc)]
+        raise BadMessage("; ".join(reasons), incident_id) from None
+
+
+def encode(message: BaseModel) -> bytes:
+    """The JSON a publisher sends (used by `escalator publish` and the incident commands)."""
+    return message.model_dump_json(exclude_none=True).encode()

@@ -1,0 +1,26 @@
+"""Prometheus metrics, on a registry per daemon (so tests can run several in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.incidents_opened = Counter("escalator_incidents_opened", "Incidents opened", registry=r)
+        self.events = Counter("escalator_events", "Escalation events recorded, by event", ["event"], registry=r)
+        self.pages = Counter("escalator_pages", "Pages by channel and outcome", ["channel", "outcome"], registry=r)
+        self.acknowledgements = Counter(
+            "escalator_acknowledgements", "Acknowledgements, by channel", ["channel"], registry=r
+        )
+        self.rejected = Counter("escalator_messages_rejected", "Inbound messages rejected", registry=r)
+        self.open_incidents = Gauge("escalator_open_incidents", "Incidents waiting for acknowledgement", registry=r)
+        self.window_lateness = Histogram(
+            "escalator_window_lateness_seconds",
+            "How late an acknowledgment window fired after its deadline",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.outbox_backlog = Gauge("escalator_outbox_backlog", "Events committed but not yet published", registry=r)

@@ -1,0 +1,309 @@
+"""Incidents in the database: every step of a walk is one transaction.
+
+A step locks the incident row, runs the pure walk, and writes in the same transaction the new
+state, the timeline events, the outbox rows that will carry those events to NATS, and a record of
+every page before any provider is called. So a crash at any moment leaves either the whole step
+or none of it, and recovery can tell exactly what was decided and what was sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from escalator import walk as walk_
+from escalator.ladders import ID_RE, Contact, Ladder
+from escalator.store.db import read_session, write_session
+from escalator.store.tables import (
+    ContactRow,
+    IncidentEventRow,
+    IncidentNoteRow,
+    IncidentRow,
+    LadderRow,
+    LadderVersionRow,
+    OutboxRow,
+    PageRow,
+)
+from escalator.walk import Emit, Event, PageCmd, PageFailed, PageSent, Plan, Walk
+
+EVENT_PREFIX = "escalations"
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class NewIncident:
+    """A validated `incidents.urgent` message."""
+
+    id: str
+    ladder: str
+    summary: str
+    caller: str | None = None
+    severity: str | None = None
+    occurred_at: datetime | None = None
+    details: dict[str, Any] | None = None
+
+
+class Rejected(Exception):
+    """The message cannot become (or act on) an incident; `reason` goes to `escalations.rejected`."""
+
+    def __init__(self, reason: str, incident_id: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.incident_id = incident_id
+
+
+@dataclass
+class StepResult:
+    """What a step decided, with what the shell needs to carry the commands out."""
+
+    outcome: str  # opened, duplicate, changed, unchanged, unknown
+    walk: Walk | None = None
+    commands: list[walk_.Command] = field(default_factory=list)
+    summary: str = ""
+    contacts: dict[str, Contact] = field(default_factory=dict)
+
+
+def build_plan(ladder: Ladder, version: int, contacts: dict[str, Contact]) -> Plan:
+    """A ladder version → the walk's plan: push is skipped for contacts without push tokens."""
+    legs = []
+    for index, leg in enumerate(ladder.legs):
+        targets = []
+        for contact_id in leg.contacts:
+            contact = contacts.get(contact_id)
+            for channel in leg.channels:
+                if contact is None:
+                    continue
+                if channel == "push" and not contact.push_tokens:
+                    continue
+                if channel in ("voice", "sms") and not contact.phone:
+                    continue
+                targets.append((contact_id, channel))
+        legs.append(walk_.LegPlan(leg.name, ladder.window(index), tuple(targets)))
+    return Plan(ladder.name, version, ladder.cycles, tuple(legs))
+
+
+class IncidentStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    # -- steps --------------------------------------------------------------------------------------
+
+    def open(self, new: NewIncident, default_ladder: str | None, now: datetime) -> StepResult:
+        """Open an incident and start its walk; a repeated id changes nothing and is noted."""
+        with write_session(self.engine) as session:
+            existing = session.get(IncidentRow, new.id, with_for_update=True)
+            if existing is not None:
+                self._note(session, new.id, now, f"repeated urgent message ignored (incident is {existing.status})")
+                return StepResult("duplicate")
+            ladder_name, fallback = self._resolve_ladder(session, new.ladder, default_ladder, new.id)
+            head = session.get(LadderRow, ladder_name)
+            version_row = session.get(LadderVersionRow, (ladder_name, head.version))
+            ladder = Ladder.model_validate(version_row.snapshot)
+            contacts = self._contacts(session, ladder.contact_ids())
+            plan = build_plan(ladder, head.version, contacts)
+            details: dict[str, Any] = {"summary": new.summary, "severity": new.severity}
+            if fallback:
+                details["requested_ladder"] = new.ladder
+                details["reason"] = f"unknown ladder {new.ladder!r}: walking ESCALATOR_DEFAULT_LADDER"
+            walk, commands = walk_.decide(walk_.new(new.id, plan), walk_.Open(details), now)
+            session.add(
+                IncidentRow(
+                    id=new.id, ladder=ladder_name, version=head.version, status=walk.status, deadline=walk.deadline,
+                    summary=new.summary, caller=new.caller, severity=new.severity, occurred_at=new.occurred_at,
+                    details=new.details, plan=plan.to_dict(), state=walk.to_dict(), opened_at=now, updated_at=now,
+                )
+            )
+            session.flush()
+            self._record(session, walk, commands, now)
+            return StepResult("opened", walk, commands, new.summary, contacts)
+
+    def step(self, incident_id: str, event: Event, now: datetime, note_if_ignored: str | None = None) -> StepResult:
+        """Feed one event to an incident's walk and persist the outcome."""
+        with write_session(self.engine) as session:
+            row = session.get(IncidentRow, incident_id, with_for_update=True)
+            if row is None:
+                return StepResult("unknown")
+            walk = Walk.from_dict(incident_id, Plan.from_dict(row.plan), row.state)
+            new_walk, commands = walk_.decide(walk, event, now)
+            if isinstance(event, (PageSent, PageFailed)):
+                page = session.get(PageRow, (incident_id, event.page.key))
+                if page is not None:
+                    page.status = "sent" if isinstance(event, PageSent) else "failed"
+                    page.ref = event.ref if isinstance(event, PageSent) else page.ref
+                    page.reason = event.reason if isinstance(event, PageFailed) else None
+                    page.updated_at = now
+            if not commands:
+                if note_if_ignored:
+                    self._note(session, incident_id, now, f"{note_if_ignored} (incident is {row.status})")
+                return StepResult("unchanged", walk, [], row.summary)
+            row.status, row.deadline, row.state, row.updated_at = new_walk.status, new_walk.deadline, new_walk.to_dict(), now
+            if new_walk.acked_by and not row.acked_by:
+                row.acked_by = new_walk.acked_by
+            if new_walk.status in (walk_.ACKNOWLEDGED, walk_.RESOLVED) and row.closed_at is None:
+                row.closed_at = now
+            self._record(session, new_walk, commands, now)
+            wanted = {c.contact for c in commands if isinstance(c, (PageCmd, walk_.Notify))}
+            return StepResult("changed", new_walk, commands, row.summary, self._contacts(session, wanted))
+
+    def reject(self, reason: str, now: datetime, incident_id: str | None, msg_id: str) -> None:
+        """Publish `rejected`: in the incident's timeline (with a seq) when the incident exists."""
+        with write_session(self.engine) as session:
+            row = session.get(IncidentRow, incident_id, with_for_update=True) if incident_id else None
+            if row is None:
+                payload: dict[str, Any] = {"event": "rejected", "at": rfc3339(now), "reason": reason}
+                if incident_id:
+                    payload["incident_id"] = incident_id
+                session.add(OutboxRow(subject=f"{EVENT_PREFIX}.rejected", msg_id=msg_id, payload=payload, created_at=now))
+                return
+            walk = Walk.from_dict(row.id, Plan.from_dict(row.plan), row.state)
+            walk = replace(walk, seq=walk.seq + 1)
+            row.state, row.updated_at = walk.to_dict(), now
+            self._record(session, walk, [Emit("rejected", walk.seq, now, {"reason": reason})], now)
+
+    # -- recovery -----------------------------------------------------------------------------------
+
+    def open_windows(self) -> list[tuple[str, int, int, datetime]]:
+        """(incident, cycle, leg index, deadline) of every walk waiting on a window."""
+        with read_session(self.engine) as session:
+            rows = session.execute(
+                sa.select(IncidentRow.id, IncidentRow.state, IncidentRow.deadline).where(IncidentRow.status == walk_.OPEN)
+            )
+            return [(i, int(s["cycle"]), int(s["leg_index"]), d) for i, s, d in rows if d is not None]
+
+    def unsent_pages(self) -> list[tuple[str, PageCmd, bool]]:
+        """(incident, page, resent) of pages recorded but never confirmed sent or failed: a crash came between."""
+        with read_session(self.engine) as session:
+            rows = session.scalars(sa.select(PageRow).where(PageRow.status == "pending").order_by(PageRow.created_at))
+            return [
+                (r.incident_id, PageCmd(r.key, r.contact, r.channel, r.cycle, r.leg_index, r.leg, r.window_s), r.resent)
+                for r in rows
+            ]
+
+    def claim_resend(self, page: PageCmd, incident_id: str) -> StepResult | None:
+        """Mark a pending page as re-sent (once only) if it still matters; returns what sending needs."""
+        with write_session(self.engine) as session:
+            row = session.get(PageRow, (incident_id, page.key), with_for_update=True)
+            incident = session.get(IncidentRow, incident_id)
+            if row is None or row.status != "pending" or row.resent or incident is None:
+                return None
+            walk = Walk.from_dict(incident_id, Plan.from_dict(incident.plan), incident.state)
+            current = page.key in walk.live or (walk.status == walk_.EXHAUSTED and page.key.startswith("x."))
+            if not current:  # its leg is over, or somebody already took the incident
+                row.status, row.reason = "abandoned", "interrupted by a restart after its leg ended"
+                return None
+            row.resent = True
+            return StepResult("resend", walk, [page], incident.summary, self._contacts(session, {page.contact}))
+
+    # -- outbox -------------------------------------------------------------------------------------
+
+    def outbox_batch(self, limit: int = 500) -> list[OutboxRow]:
+        with read_session(self.engine) as session:
+            return list(session.scalars(sa.select(OutboxRow).order_by(OutboxRow.id).limit(limit)))
+
+    def outbox_done(self, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        if ids:
+            with write_session(self.engine) as session:
+                session.execute(sa.delete(OutboxRow).where(OutboxRow.id.in_(ids)))
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def get(self, incident_id: str) -> IncidentRow | None:
+        with read_session(self.engine) as session:
+            return session.get(IncidentRow, incident_id)
+
+    def timeline(self, incident_id: str) -> tuple[list[IncidentEventRow], list[IncidentNoteRow]]:
+        with read_session(self.engine) as session:
+            events = list(
+                session.scalars(
+                    sa.select(IncidentEventRow).where(IncidentEventRow.incident_id == incident_id).order_by(IncidentEventRow.seq)
+                )
+            )
+            notes = list(
+                session.scalars(
+                    sa.select(IncidentNoteRow).where(IncidentNoteRow.incident_id == incident_id).order_by(IncidentNoteRow.id)
+                )
+            )
+            return events, notes
+
+    def pages(self, incident_id: str) -> list[PageRow]:
+        with read_session(self.engine) as session:
+            return list(session.scalars(sa.select(PageRow).where(PageRow.incident_id == incident_id).order_by(PageRow.created_at)))
+
+    def list(self, active_only: bool = False, limit: int = 100) -> list[IncidentRow]:
+        with read_session(self.engine) as session:
+            query = sa.select(IncidentRow).order_by(IncidentRow.opened_at.desc()).limit(limit)
+            if active_only:
+                query = query.where(IncidentRow.status.in_(walk_.ACTIVE))
+            return list(session.scalars(query))
+
+    def count_by_status(self) -> dict[str, int]:
+        with read_session(self.engine) as session:
+            rows = session.execute(sa.select(IncidentRow.status, sa.func.count()).group_by(IncidentRow.status))
+            return {status: count for status, count in rows}
+
+    # -- inside a transaction -----------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_ladder(session: Session, requested: str, default: str | None, incident_id: str) -> tuple[str, bool]:
+        def usable(name: str | None) -> bool:
+            if not name or not ID_RE.fullmatch(name):
+                return False
+            head = session.get(LadderRow, name)
+            return head is not None and head.deleted_at is None
+
+        if usable(requested):
+            return requested, False
+        if usable(default):
+            return default, True  # type: ignore[return-value]
+        why = "no ESCALATOR_DEFAULT_LADDER is set" if not default else f"the default ladder {default!r} does not exist"
+        raise Rejected(f"unknown ladder {requested!r} and {why}", incident_id)
+
+    @staticmethod
+    def _contacts(session: Session, ids: Iterable[str]) -> dict[str, Contact]:
+        ids = set(ids)
+        if not ids:
+            return {}
+        rows = session.scalars(sa.select(ContactRow).where(ContactRow.id.in_(ids)))
+        return {r.id: Contact(id=r.id, name=r.name, phone=r.phone, push_tokens=tuple(r.push_tokens or ())) for r in rows}
+
+    @staticmethod
+    def _note(session: Session, incident_id: str, now: datetime, text: str) -> None:
+        session.add(IncidentNoteRow(incident_id=incident_id, at=now, note=text))
+
+    @staticmethod
+    def _record(session: Session, walk: Walk, commands: list[walk_.Command], now: datetime) -> None:
+        for command in commands:
+            if isinstance(command, Emit):
+                session.add(
+                    IncidentEventRow(
+                        incident_id=walk.incident_id, seq=command.seq, event=command.event, at=command.at, data=command.fields
+                    )
+                )
+                payload = {
+                    "incident_id": walk.incident_id, "event": command.event, "at": rfc3339(command.at), "seq": command.seq,
+                    **command.fields,
+                }
+                session.add(
+                    OutboxRow(
+                        subject=f"{EVENT_PREFIX}.{command.event}", msg_id=f"{walk.incident_id}:{command.seq}",
+                        payload=payload, created_at=now,
+                    )
+                )
+            elif isinstance(command, PageCmd):
+                session.add(
+                    PageRow(
+                        incident_id=walk.incident_id, key=command.key, contact=command.contact, channel=command.channel,
+                        cycle=command.cycle, leg_index=command.leg_index, leg=command.leg, window_s=command.window_s,
+                        status="pending", created_at=now, updated_at=now,
+                    )
+                )
