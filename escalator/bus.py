@@ -26,11 +26,14 @@ INCIDENTS = StreamConfig(name="INCIDENTS", subjects=["incidents.>"], duplicate_w
 ESCALATIONS = StreamConfig(name="ESCALATIONS", subjects=["escalations.>"], duplicate_window=600.0, max_age=30 * 86400.0)
 
 
-async def connect(servers: list[str], name: str = "escalator", **callbacks: Any) -> Client:
-    """Connect once; reconnects forever afterwards. Raises if no server answers now."""
+async def connect(servers: list[str], name: str = "escalator", forever: bool = True, **callbacks: Any) -> Client:
+    """With `forever` (the daemon) keep trying, also for the first connection; without (the CLI) fail fast."""
+    if forever:
+        options: dict[str, Any] = {"max_reconnect_attempts": -1, "allow_reconnect": True}
+    else:
+        options = {"max_reconnect_attempts": 1, "allow_reconnect": False}
     return await nats.connect(
-        servers=servers, name=name, connect_timeout=2, reconnect_time_wait=1, max_reconnect_attempts=-1,
-        allow_reconnect=True, **callbacks,
+        servers=servers, name=name, connect_timeout=2, reconnect_time_wait=1, **options, **callbacks
     )
 
 

@@ -52,7 +52,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.db = make_engine(settings.database)
-        self.store = IncidentStore(self.db)
+        self.store = IncidentStore(self.db, settings.window_scale)
         self.metrics = Metrics()
         self.channels = dict(channels) if channels is not None else build_channels(settings)
         self.publisher = bus.OutboxPublisher(self.store, self.metrics.outbox_backlog.set)
@@ -84,6 +84,8 @@ class Daemon:
     async def _start(self) -> None:
         await asyncio.to_thread(require_current, self.db)
         log.info("database %s", display_url(self.settings.database))
+        if self.settings.window_scale != 1.0:
+            log.warning("ESCALATOR_WINDOW_SCALE=%s: every window is shortened (tests and drills only)", self.settings.window_scale)
         if self.embedded_nats:
             url = self.settings.nats_servers[0]
             parsed = urlparse(url)
@@ -128,7 +130,10 @@ class Daemon:
                 delay = min(delay * 2, 10.0)
 
     async def _nats_error(self, exc: Exception) -> None:
-        self.nats_error = f"{type(exc).__name__}: {exc}"[:200]
+        error = f"{type(exc).__name__}: {exc}"[:200]
+        if error != self.nats_error:  # once per kind of trouble, not once per retry
+            log.warning("NATS: %s (retrying; paging and windows go on)", error)
+        self.nats_error = error
 
     async def _nats_disconnected(self) -> None:
         log.warning("NATS disconnected; paging and windows go on, events wait in the outbox")
@@ -180,7 +185,7 @@ class Daemon:
         await self.engine.stop()
         if self.nats is not None:
             try:
-                await asyncio.wait_for(self.nats.drain(), 5)
+                await asyncio.wait_for(self.nats.close(), 5)
             except Exception:
                 pass
         await self.http.stop()

@@ -281,8 +281,6 @@ _MESSAGES = {
     "dict_type": "must be a mapping of keys to values",
     "greater_than_equal": "must be at least {ge}",
     "less_than_equal": "must be at most {le}",
-    "string_too_long": "must be at most {max_length} characters",
-    "too_long": "must have at most {max_length} items",
 }
 
 
@@ -292,6 +290,9 @@ def error_message(error: Mapping[str, Any]) -> str:
     ctx = error.get("ctx") or {}
     if kind in ("too_short", "string_too_short"):
         return "must not be empty" if ctx.get("min_length") == 1 else f"needs at least {ctx.get('min_length')} items"
+    if kind in ("too_long", "string_too_long"):
+        unit = "characters" if isinstance(error.get("input"), str) else "items"
+        return f"must be at most {ctx.get('max_length')} {unit}"
     if kind == "literal_error":
         return f"{error.get('input')!r} is not one of {ctx.get('expected')}"
     if kind in _MESSAGES:

@@ -21,7 +21,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 MAX_DETAILS_BYTES = 16 * 1024
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Newlines and tabs in a summary become spaces; other control characters are refused.
-_SPACES = re.compile(r"[\t\n\r\v\f]+")
+_SPACES = re.compile(r"[ ]*[\t\n\r\v\f]+[ ]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -46,6 +46,8 @@ def _phone(value: Any) -> Any:
 
 
 def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:  # built in code, not parsed from JSON
+        return value
     if not isinstance(value, str):
         raise PydanticCustomError("rfc3339", "must be an RFC 3339 timestamp string")
     try:

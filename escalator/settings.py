@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     fcm_api_url: str = "https://fcm.googleapis.com"
     dry_run: bool | None = None
     actor: str | None = None
+    # Tests and drills only: every acknowledgment window is multiplied by this (0.01-1).
+    window_scale: float = Field(default=1.0, ge=0.01, le=1.0)
 
     @field_validator("nats_url")
     @classmethod

@@ -40,7 +40,7 @@ ACTIVE = (OPEN, EXHAUSTED)  # still waiting for somebody to take it
 @dataclass(frozen=True)
 class LegPlan:
     name: str
-    window_s: int
+    window_s: float
     targets: tuple[tuple[str, str], ...]  # (contact id, channel), in the order pages go out
 
     @property
@@ -66,7 +66,7 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
         legs = tuple(
-            LegPlan(leg["name"], int(leg["window_s"]), tuple((c, ch) for c, ch in leg["targets"])) for leg in data["legs"]
+            LegPlan(leg["name"], leg["window_s"], tuple((c, ch) for c, ch in leg["targets"])) for leg in data["legs"]
         )
         return cls(data["ladder"], int(data["version"]), int(data["cycles"]), legs)
 
@@ -136,7 +136,7 @@ class PageCmd:
     cycle: int
     leg_index: int
     leg: str
-    window_s: int  # how long this page has to matter (bounds provider retries)
+    window_s: float  # how long this page has to matter (bounds provider retries)
 
 
 @dataclass(frozen=True)

@@ -308,7 +308,7 @@ def test_unmigrated_and_unreachable_database_exit_1(tmp_path: Path, monkeypatch:
 
 
 def test_db_commands(cli: Cli) -> None:
-    again = cli("db", "upgrade")
-    assert again.exit_code == 0 and "already at 0001" in again.stdout
     data = json.loads(cli("db", "current", "--json").stdout)
-    assert data["current"] == data["head"] == "0001"
+    assert data["current"] == data["head"] and data["head"]
+    again = cli("db", "upgrade")
+    assert again.exit_code == 0 and f"already at {data['head']}" in again.stdout

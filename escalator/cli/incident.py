@@ -42,7 +42,7 @@ async def _publish(servers: list[str], subject: str, body: bytes, msg_id: str) -
     from escalator import bus
 
     try:
-        nc = await bus.connect(servers, name="escalator-cli")
+        nc = await bus.connect(servers, name="escalator-cli", forever=False)
     except Exception as exc:
         raise EscalatorError(f"cannot reach NATS at {','.join(servers)}: {type(exc).__name__}") from None
     try:

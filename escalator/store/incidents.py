@@ -72,7 +72,7 @@ class StepResult:
     contacts: dict[str, Contact] = field(default_factory=dict)
 
 
-def build_plan(ladder: Ladder, version: int, contacts: dict[str, Contact]) -> Plan:
+def build_plan(ladder: Ladder, version: int, contacts: dict[str, Contact], window_scale: float = 1.0) -> Plan:
     """A ladder version → the walk's plan: push is skipped for contacts without push tokens."""
     legs = []
     for index, leg in enumerate(ladder.legs):
@@ -87,13 +87,15 @@ def build_plan(ladder: Ladder, version: int, contacts: dict[str, Contact]) -> Pl
                 if channel in ("voice", "sms") and not contact.phone:
                     continue
                 targets.append((contact_id, channel))
-        legs.append(walk_.LegPlan(leg.name, ladder.window(index), tuple(targets)))
+        window = ladder.window(index) * window_scale
+        legs.append(walk_.LegPlan(leg.name, int(window) if window == int(window) else window, tuple(targets)))
     return Plan(ladder.name, version, ladder.cycles, tuple(legs))
 
 
 class IncidentStore:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, window_scale: float = 1.0):
         self.engine = engine
+        self.window_scale = window_scale
 
     # -- steps --------------------------------------------------------------------------------------
 
@@ -109,7 +111,7 @@ class IncidentStore:
             version_row = session.get(LadderVersionRow, (ladder_name, head.version))
             ladder = Ladder.model_validate(version_row.snapshot)
             contacts = self._contacts(session, ladder.contact_ids())
-            plan = build_plan(ladder, head.version, contacts)
+            plan = build_plan(ladder, head.version, contacts, self.window_scale)
             details: dict[str, Any] = {"summary": new.summary, "severity": new.severity}
             if fallback:
                 details["requested_ladder"] = new.ladder

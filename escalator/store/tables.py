@@ -152,7 +152,7 @@ class PageRow(SQLModel, table=True):
     cycle: int
     leg_index: int
     leg: str = Field(max_length=64)
-    window_s: int
+    window_s: float
     status: str = Field(max_length=16, index=True)  # pending, sent, failed
     resent: bool = False
     ref: str | None = Field(default=None, max_length=200)

@@ -79,7 +79,7 @@ def upgrade() -> None:
     sa.Column('cycle', sa.Integer(), nullable=False),
     sa.Column('leg_index', sa.Integer(), nullable=False),
     sa.Column('leg', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-    sa.Column('window_s', sa.Integer(), nullable=False),
+    sa.Column('window_s', sa.Float(), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('resent', sa.Boolean(), nullable=False),
     sa.Column('ref', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
