@@ -136,7 +136,8 @@ class Daemon:
         self.nats_error = error
 
     async def _nats_disconnected(self) -> None:
-        log.warning("NATS disconnected; paging and windows go on, events wait in the outbox")
+        if not self.stop_event.is_set():
+            log.warning("NATS disconnected; paging and windows go on, events wait in the outbox")
 
     async def _nats_reconnected(self) -> None:
         self.nats_error = None

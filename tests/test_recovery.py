@@ -45,8 +45,8 @@ def test_kill9_mid_leg_continues_at_the_right_leg(ladders, db_url, nats_server, 
         killed_at = time.time()
         if restart_after_deadline:
             time.sleep(max(first_deadline.timestamp() - time.time(), 0) + 1.0)
+        restarted_at = time.time()  # the new process is launched now; recovery runs before it reports ready
         daemon.start()
-        restarted_at = time.time()
         def second_leg_paged() -> bool:
             return [(e.event, e.data.get("leg_index")) for e in events_of(store, "inc-crash")].count(("page_sent", 1)) == 2
 
@@ -60,7 +60,7 @@ def test_kill9_mid_leg_continues_at_the_right_leg(ladders, db_url, nats_server, 
     assert legs[:2] == [(1, 0), (1, 1)] and len(legs) == len(set(legs))  # no leg skipped or repeated, no restart
     second = next(e for e in events if e.event == "leg_started" and e.data["leg_index"] == 1)
     if restart_after_deadline:  # an overdue window fires at once on start
-        assert restarted_at - 0.1 <= second.at.timestamp() <= restarted_at + 3.0
+        assert restarted_at <= second.at.timestamp() <= restarted_at + 5.0
     else:  # the window fires at its original deadline, as if nothing happened
         assert restarted_at < first_deadline.timestamp()
         assert 0 <= second.at.timestamp() - first_deadline.timestamp() < 1.0, (second.at, first_deadline)
