@@ -135,15 +135,17 @@ async def eventually(check, timeout: float = 15.0, interval: float = 0.05) -> An
 class DaemonProcess:
     """`escalator run` as a real subprocess, for crash (kill -9) tests."""
 
-    def __init__(self, env: dict[str, str], log: Path):
+    def __init__(self, env: dict[str, str], log: Path, args: tuple[str, ...] = ("run",)):
         self.env = {**os.environ, **env}
         self.log = log
+        self.args = args
         self.port = int(env["ESCALATOR_HTTP_PORT"])
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Launch and wait until ready with NATS connected."""
         self.process = subprocess.Popen(
-            [str(BIN / "escalator"), "run"], env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+            [str(BIN / "escalator"), *self.args], env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 20
         while True:
