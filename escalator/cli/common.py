@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from escalator.errors import EscalatorError, InvalidInput, Problem
 from escalator.settings import Settings, load_settings
 from escalator.store.catalog import Catalog
+from escalator.store.incidents import IncidentStore
 from escalator.store.db import make_engine, unreachable
 from escalator.store.migrate import require_current
 
@@ -54,12 +55,21 @@ class CliState:
         return make_engine(self.settings.database)
 
     @cached_property
-    def catalog(self) -> Catalog:
+    def schema_checked(self) -> Engine:
+        """The engine, once the database is known to be reachable and at this version's schema."""
         try:
             require_current(self.engine)
         except DBAPIError as exc:
             raise unreachable(exc, self.settings.database) from None
-        return Catalog(self.engine)
+        return self.engine
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog(self.schema_checked)
+
+    @cached_property
+    def incidents(self) -> IncidentStore:
+        return IncidentStore(self.schema_checked)
 
     def close(self) -> None:
         if "engine" in self.__dict__:

@@ -7,11 +7,13 @@ import uuid
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.table import Table
 
 from escalator import messages
 from escalator.cli.common import JsonOpt, console, print_json, state, when
 from escalator.errors import EscalatorError, InvalidInput, Problem
+from escalator.ladders import format_loc, validation_errors
 from escalator.store.incidents import IncidentStore, rfc3339
 
 app = typer.Typer(help="Incidents: list, inspect, acknowledge, pass, resolve.", no_args_is_help=True)
@@ -55,18 +57,16 @@ async def _publish(servers: list[str], subject: str, body: bytes, msg_id: str) -
         await nc.close()
 
 
-def _send(ctx: typer.Context, subject: str, message: messages.BaseModel, msg_id: str) -> Any:
+def _send(ctx: typer.Context, subject: str, message: BaseModel, msg_id: str) -> Any:
     body = messages.encode(message)
     messages.parse(subject, body)  # exactly the daemon's checks, before anything leaves
     return asyncio.run(_publish(state(ctx).settings.nats_servers, subject, body, msg_id))
 
 
-def _build(kind: type[messages.BaseModel], **fields: Any) -> Any:
+def _build(kind: type[BaseModel], **fields: Any) -> Any:
     try:
         return kind.model_validate({k: v for k, v in fields.items() if v is not None})
-    except messages.ValidationError as exc:
-        from escalator.ladders import format_loc, validation_errors
-
+    except ValidationError as exc:
         raise InvalidInput([Problem(msg, field=f"--{format_loc(loc)}") for loc, msg in validation_errors(exc)]) from None
 
 
@@ -85,7 +85,7 @@ def publish(
     typer.echo(f"published incident {incident_id}" + (" (duplicate: already published)" if ack.duplicate else ""))
 
 
-def _act(ctx: typer.Context, subject: str, kind: type[messages.BaseModel], incident_id: str, by: str | None, verb: str) -> None:
+def _act(ctx: typer.Context, subject: str, kind: type[BaseModel], incident_id: str, by: str | None, verb: str) -> None:
     who = by or state(ctx).settings.default_actor()
     message = _build(kind, id=incident_id, by=who)
     _send(ctx, subject, message, f"{subject}:{incident_id}:{uuid.uuid4().hex[:8]}")
@@ -111,9 +111,7 @@ def resolve(ctx: typer.Context, incident_id: IdArg, by: ByOpt = None) -> None:
 
 
 def _store(ctx: typer.Context) -> IncidentStore:
-    st = state(ctx)
-    st.catalog  # noqa: B018 - checks the schema is current
-    return IncidentStore(st.engine)
+    return state(ctx).incidents
 
 
 @app.command("list")
