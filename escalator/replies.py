@@ -1,0 +1,45 @@
+"""The one place that reads SMS replies (SPEC §5).
+
+Accepted, in any case and with any spacing or surrounding punctuation: `ACK 4821`, `4821`,
+`PASS 4821`, and a bare `ACK`, `1` or `PASS`, which only count when the number has exactly one open
+page. Anything else gets a short help reply. Pure: the caller decides what a code means.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ACK, PASS = "ack", "pass"
+CODE_DIGITS = 4
+
+_WITH_CODE = re.compile(r"(ACK|PASS|OK)?\s*(\d{3,8})")
+_BARE = {"ACK": ACK, "1": ACK, "OK": ACK, "PASS": PASS, "2": PASS}
+
+
+@dataclass(frozen=True)
+class Reply:
+    action: str | None  # ack, pass, or None: not understood
+    code: str | None = None  # None: a bare ACK / 1 / PASS
+
+
+def parse(body: str) -> Reply:
+    text = " ".join(body.upper().split()).strip(" .!?,;:'\"")
+    if text in _BARE:
+        return Reply(_BARE[text])
+    match = _WITH_CODE.fullmatch(text)
+    if match:
+        word, code = match.groups()
+        return Reply(PASS if word == "PASS" else ACK, code)
+    return Reply(None)
+
+
+def page_text(summary: str, code: str, limit: int = 300) -> str:
+    """The SMS page: the summary trimmed to fit two segments, then the instruction with the code."""
+    tail = f" Reply ACK {code} to take it, PASS {code} to pass."
+    room = limit - len(tail)
+    body = summary if len(summary) <= room else summary[: room - 1].rstrip() + "…"
+    return body + tail
+
+
+HELP = "Reply ACK <code> to take an incident or PASS <code> to pass it on; the code is in the page."
