@@ -171,3 +171,34 @@ class OutboxRow(SQLModel, table=True):
     msg_id: str = Field(max_length=200)
     payload: dict[str, Any] = Field(sa_type=sa.JSON, nullable=False)
     created_at: datetime = _ts()
+
+
+class SmsCodeRow(SQLModel, table=True):
+    """The code in an SMS page: what a reply from that phone number refers to."""
+
+    __tablename__ = "sms_codes"
+    __table_args__ = (
+        sa.Index("ix_sms_codes_phone_created", "phone", "created_at"),
+        sa.UniqueConstraint("incident_id", "page_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    phone: str = Field(max_length=16)
+    code: str = Field(max_length=8)
+    incident_id: str = Field(foreign_key="incidents.id", max_length=128)
+    page_key: str = Field(max_length=200)
+    contact: str = Field(max_length=64)
+    cycle: int
+    leg_index: int
+    created_at: datetime = _ts()
+
+
+class SmsStrikeRow(SQLModel, table=True):
+    """A reply with a wrong code: too many in a while and the number is ignored for a while."""
+
+    __tablename__ = "sms_strikes"
+    __table_args__ = (sa.Index("ix_sms_strikes_phone_at", "phone", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    phone: str = Field(max_length=16)
+    at: datetime = _ts()

@@ -1,0 +1,121 @@
+"""SMS page codes and the wrong-code limit, in the database so every replica shares them.
+
+A code is numeric, unique among the open pages to one phone number, and never reused for that
+number within 72 hours. A reply counts only from the number its code was sent to.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from escalator import walk
+from escalator.replies import CODE_DIGITS
+from escalator.store.db import read_session, write_session
+from escalator.store.tables import IncidentRow, SmsCodeRow, SmsStrikeRow
+from escalator.walk import PageCmd
+
+CODE_REUSE = timedelta(hours=72)
+STRIKES = 5
+STRIKE_WINDOW = timedelta(minutes=10)
+IGNORE_FOR = timedelta(minutes=10)
+
+
+class SmsCodes:
+    def __init__(self, engine: Engine, rng: secrets.SystemRandom | None = None):
+        self.engine = engine
+        self.rng = rng or secrets.SystemRandom()
+
+    def code_for(self, incident_id: str, page: PageCmd, phone: str, now: datetime) -> str:
+        """The page's code: the one it already has (a re-send), or a new one for this number."""
+        with write_session(self.engine) as session:
+            if self.engine.dialect.name == "postgresql":  # one allocation per number at a time
+                session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))"), {"p": phone})
+            existing = session.scalar(
+                sa.select(SmsCodeRow.code).where(SmsCodeRow.incident_id == incident_id, SmsCodeRow.page_key == page.key)
+            )
+            if existing:
+                return existing
+            active = sa.select(IncidentRow.id).where(IncidentRow.status.in_(walk.ACTIVE))
+            taken = set(
+                session.scalars(
+                    sa.select(SmsCodeRow.code).where(
+                        SmsCodeRow.phone == phone,
+                        sa.or_(SmsCodeRow.created_at >= now - CODE_REUSE, SmsCodeRow.incident_id.in_(active)),
+                    )
+                )
+            )
+            code = self._pick(taken)
+            session.add(
+                SmsCodeRow(
+                    phone=phone, code=code, incident_id=incident_id, page_key=page.key, contact=page.contact,
+                    cycle=page.cycle, leg_index=page.leg_index, created_at=now,
+                )
+            )
+            return code
+
+    def _pick(self, taken: set[str]) -> str:
+        digits = CODE_DIGITS
+        while True:
+            space = 10**digits
+            if len(taken) < space // 2:  # plenty free: random picks find one fast
+                while True:
+                    code = f"{self.rng.randrange(space):0{digits}d}"
+                    if code not in taken:
+                        return code
+            free = [f"{n:0{digits}d}" for n in range(space) if f"{n:0{digits}d}" not in taken]
+            if free:
+                return self.rng.choice(free)
+            digits += 1  # every 4-digit code used for this number in 72 h: longer codes
+
+    def open_pages(self, phone: str) -> list[SmsCodeRow]:
+        """Pages to this number whose incident still waits for somebody, newest first."""
+        with read_session(self.engine) as session:
+            return list(
+                session.scalars(
+                    sa.select(SmsCodeRow)
+                    .join(IncidentRow, IncidentRow.id == SmsCodeRow.incident_id)
+                    .where(SmsCodeRow.phone == phone, IncidentRow.status.in_(walk.ACTIVE))
+                    .order_by(SmsCodeRow.created_at.desc(), SmsCodeRow.id.desc())
+                )
+            )
+
+    def find(self, phone: str, code: str) -> SmsCodeRow | None:
+        """The page a code refers to, for this number only, within the reuse period or still open."""
+        for row in self.open_pages(phone):
+            if row.code == code:
+                return row
+        return None
+
+    def latest(self, phone: str, code: str, now: datetime) -> SmsCodeRow | None:
+        """A code of this number from the last 72 hours, open or not (to answer late replies politely)."""
+        with read_session(self.engine) as session:
+            return session.scalar(
+                sa.select(SmsCodeRow)
+                .where(SmsCodeRow.phone == phone, SmsCodeRow.code == code, SmsCodeRow.created_at >= now - CODE_REUSE)
+                .order_by(SmsCodeRow.created_at.desc())
+                .limit(1)
+            )
+
+    def strike(self, phone: str, now: datetime) -> None:
+        with write_session(self.engine) as session:
+            session.add(SmsStrikeRow(phone=phone, at=now))
+            session.execute(sa.delete(SmsStrikeRow).where(SmsStrikeRow.at < now - STRIKE_WINDOW - IGNORE_FOR))
+
+    def ignored(self, phone: str, now: datetime) -> bool:
+        """After 5 wrong codes within 10 minutes a number is ignored for 10 minutes."""
+        with read_session(self.engine) as session:
+            times = list(
+                session.scalars(
+                    sa.select(SmsStrikeRow.at)
+                    .where(SmsStrikeRow.phone == phone, SmsStrikeRow.at >= now - STRIKE_WINDOW - IGNORE_FOR)
+                    .order_by(SmsStrikeRow.at)
+                )
+            )
+        return any(
+            times[i] - times[i - STRIKES + 1] <= STRIKE_WINDOW and now < times[i] + IGNORE_FOR
+            for i in range(STRIKES - 1, len(times))
+        )

@@ -1,0 +1,108 @@
+"""SMS codes: unique among a number's open pages, never reused within 72 hours; wrong codes limited."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from freezegun import freeze_time
+
+from escalator import clock, walk
+from escalator.store.incidents import IncidentStore, NewIncident
+from escalator.store.sms_codes import SmsCodes
+from escalator.walk import PageCmd
+from tests.test_engine import ladders  # noqa: F401 - fixture
+
+PHONE = "+14155550101"
+
+
+def page(key: str = "c1.l0.alice.sms") -> PageCmd:
+    return PageCmd(key, "alice", "sms", 1, 0, "primary", 120)
+
+
+def open_incident(store: IncidentStore, incident_id: str) -> None:
+    store.open(NewIncident(incident_id, "night", "No heat"), None, clock.now())
+
+
+class Narrow(random.Random):
+    """Picks from a tiny range first, to force collisions."""
+
+    def randrange(self, n):  # noqa: D401
+        return super().randrange(3)
+
+
+def test_codes_are_unique_per_number_and_stable_per_page(ladders) -> None:
+    store = IncidentStore(ladders.engine)
+    codes = SmsCodes(ladders.engine, Narrow(7))
+    with freeze_time("2026-11-22 03:00:00", real_asyncio=True):
+        for i in range(3):
+            open_incident(store, f"inc-{i}")
+        now = clock.now()
+        first = [codes.code_for(f"inc-{i}", page(), PHONE, now) for i in range(3)]
+        assert len(set(first)) == 3 and all(len(c) == 4 and c.isdigit() for c in first)
+        assert codes.code_for("inc-0", page(), PHONE, now) == first[0]  # a re-send keeps its code
+        other_number = codes.code_for("inc-0", page("c1.l0.alice.sms2"), "+14155550199", now)
+        assert other_number in {"0000", "0001", "0002"}  # another number may use the same codes
+        assert [r.code for r in codes.open_pages(PHONE)] == list(reversed(first))
+        assert codes.find(PHONE, first[1]).incident_id == "inc-1"
+        only_first = next(c for c in first if c != other_number)
+        assert codes.find("+14155550199", only_first) is None  # a code counts only from the number it was sent to
+        assert codes.find("+14155550199", other_number).phone == "+14155550199"
+
+
+def test_no_reuse_within_72_hours_even_after_the_incident_closed(ladders) -> None:
+    store = IncidentStore(ladders.engine)
+    codes = SmsCodes(ladders.engine, Narrow(1))
+    with freeze_time("2026-11-22 03:00:00", real_asyncio=True) as frozen:
+        open_incident(store, "old")
+        old = codes.code_for("old", page(), PHONE, clock.now())
+        store.step("old", walk.Resolve("ops"), clock.now())
+        assert codes.open_pages(PHONE) == []
+        frozen.tick(timedelta(hours=71))
+        picked = set()
+        for i in range(2):
+            open_incident(store, f"new-{i}")
+            picked.add(codes.code_for(f"new-{i}", page(), PHONE, clock.now()))
+        assert old not in picked  # 71 h later: still not reused
+        for i in range(2):
+            store.step(f"new-{i}", walk.Resolve("ops"), clock.now())
+        frozen.tick(timedelta(hours=73))  # the first code is 144 h old, the others 73 h
+        open_incident(store, "later")
+        again = codes.code_for("later", page(), PHONE, clock.now())
+        assert again in {"0000", "0001", "0002"}  # free to reuse after 72 h
+
+
+def test_codes_of_incidents_still_open_are_never_reused(ladders) -> None:
+    store = IncidentStore(ladders.engine)
+    codes = SmsCodes(ladders.engine, Narrow(3))
+    start = datetime(2026, 11, 22, 3, tzinfo=UTC)
+    open_incident(store, "long")
+    kept = codes.code_for("long", page(), PHONE, start)
+    later = start + timedelta(days=5)  # an exhausted incident can stay open for days
+    for i in range(2):
+        open_incident(store, f"n-{i}")
+        assert codes.code_for(f"n-{i}", page(), PHONE, later) != kept
+
+
+def test_all_four_digit_codes_used_moves_to_five_digits(ladders) -> None:
+    codes = SmsCodes(ladders.engine, random.Random(1))
+    assert len(codes._pick({f"{n:04d}" for n in range(10000)})) == 5
+    nearly = {f"{n:04d}" for n in range(10000)} - {"4821"}
+    assert codes._pick(nearly) == "4821"
+
+
+def test_five_wrong_codes_in_ten_minutes_ignore_the_number_for_ten(ladders) -> None:
+    codes = SmsCodes(ladders.engine)
+    t = datetime(2026, 11, 22, 3, tzinfo=UTC)
+    for i in range(4):
+        codes.strike(PHONE, t + timedelta(minutes=2 * i))
+    assert not codes.ignored(PHONE, t + timedelta(minutes=7))
+    codes.strike(PHONE, t + timedelta(minutes=9))  # the fifth within 10 minutes
+    assert codes.ignored(PHONE, t + timedelta(minutes=9, seconds=1))
+    assert codes.ignored(PHONE, t + timedelta(minutes=18, seconds=59))
+    assert not codes.ignored(PHONE, t + timedelta(minutes=19, seconds=1))
+    assert not codes.ignored("+14155550199", t + timedelta(minutes=10))
+    slow = "+14155550177"  # five wrong codes spread over 20 minutes never trip it
+    for i in range(5):
+        codes.strike(slow, t + timedelta(minutes=5 * i))
+    assert not codes.ignored(slow, t + timedelta(minutes=20, seconds=30))
