@@ -17,8 +17,10 @@ from urllib.parse import urlparse
 
 import sqlalchemy as sa
 
-from escalator import bus
+from escalator import bus, resilience
+from escalator.acks import Intake
 from escalator.channels import Channel, DryRunChannel, NotConfiguredChannel
+from escalator.channels import twilio as twilio_channel
 from escalator.embedded_nats import EmbeddedNats, reachable
 from escalator.engine import Engine
 from escalator.ingest import Ingest
@@ -27,18 +29,38 @@ from escalator.settings import Settings
 from escalator.store.db import display_url, make_engine
 from escalator.store.incidents import IncidentStore
 from escalator.store.migrate import require_current
+from escalator.store.sms_codes import SmsCodes
 from escalator.web import HttpServer, create_app
 
 log = logging.getLogger("escalator")
 
 
-def build_channels(settings: Settings) -> dict[str, Channel]:
+BREAKER_LEVEL = {resilience.CLOSED: 0, resilience.HALF_OPEN: 1, resilience.OPEN: 2}
+
+
+def build_channels(settings: Settings, metrics: Metrics) -> dict[str, Channel]:
     """Dry-run when asked or when no provider is configured; otherwise a channel without credentials fails visibly."""
+
+    def breaker_changed(name: str, old: str, new: str) -> None:
+        metrics.breaker_state.labels(name).set(BREAKER_LEVEL[new])
+        (log.warning if new == resilience.OPEN else log.info)("breaker %s: %s → %s", name, old, new)
+
     channels: dict[str, Channel] = {}
+    client = None
+    if not settings.dry_run_effective and settings.twilio_configured:
+        client = twilio_channel.make_client(
+            settings.twilio_account_sid or "", settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else "",
+            settings.twilio_api_url,
+        )
     for name in ("voice", "sms", "push"):
+        metrics.breaker_state.labels(name).set(0)
         if settings.dry_run_effective:
             channels[name] = DryRunChannel(name)
             log.info("channel %s: dry-run (pages are written to this log)", name)
+        elif name in ("voice", "sms") and client is not None:
+            breaker = resilience.CircuitBreaker(name, on_change=breaker_changed)
+            channels[name] = twilio_channel.TwilioChannel(name, client, settings.twilio_from or "", settings.public_url, breaker)
+            log.info("channel %s: Twilio (%s), callbacks under %s", name, settings.twilio_api_url, settings.public_url)
         else:
             channels[name] = NotConfiguredChannel(name)
             log.warning("channel %s: not configured; its pages will fail with reason 'not configured'", name)
@@ -54,14 +76,20 @@ class Daemon:
         self.db = make_engine(settings.database)
         self.store = IncidentStore(self.db, settings.window_scale)
         self.metrics = Metrics()
-        self.channels = dict(channels) if channels is not None else build_channels(settings)
+        self.channels = dict(channels) if channels is not None else build_channels(settings, self.metrics)
         self.publisher = bus.OutboxPublisher(self.store, self.metrics.outbox_backlog.set)
-        self.engine = Engine(self.store, self.channels, self.metrics, settings.default_ladder, on_events=self.publisher.kick)
+        self.codes = SmsCodes(self.db)
+        self.engine = Engine(
+            self.store, self.channels, self.metrics, settings.default_ladder, on_events=self.publisher.kick, codes=self.codes
+        )
         self.ingest = Ingest(self.engine)
+        self.intake = Intake(self.engine, self.store, self.codes, settings.public_url)
         self.nats: Any = None
         self.nats_error: str | None = "not connected yet"
         self.embedded: EmbeddedNats | None = None
-        self.http = HttpServer(create_app(self.readiness, self.metrics.registry), settings.http_host, settings.http_port)
+        token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
+        app = create_app(self.readiness, self.metrics.registry, self.intake, token, settings.public_url)
+        self.http = HttpServer(app, settings.http_host, settings.http_port)
         self._tasks: list[asyncio.Task[Any]] = []
 
     def stop(self) -> None:

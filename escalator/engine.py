@@ -19,6 +19,7 @@ from escalator import clock, walk
 from escalator.channels import Channel, Outcome, Page
 from escalator.metrics import Metrics
 from escalator.store.incidents import IncidentStore, NewIncident, StepResult
+from escalator.store.sms_codes import SmsCodes
 from escalator.walk import ArmWindow, CancelWindow, Emit, Event, Notify, PageCmd, PageFailed, PageSent
 from escalator.windows import Windows
 
@@ -36,6 +37,7 @@ class Engine:
         default_ladder: str | None = None,
         on_events: Callable[[], None] = lambda: None,
         now: Callable[[], datetime] = clock.now,
+        codes: SmsCodes | None = None,
     ):
         self.store = store
         self.channels = channels
@@ -43,6 +45,7 @@ class Engine:
         self.default_ladder = default_ladder
         self.on_events = on_events  # wakes the outbox publisher
         self.now = now
+        self.codes = codes
         self.windows = Windows(self.window_expired)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -147,7 +150,12 @@ class Engine:
         if channel is None or contact is None:
             outcome = Outcome(False, reason="no such channel" if channel is None else "contact no longer exists")
         else:
-            page = Page(incident_id, command.key, command.channel, contact, summary, command.cycle, command.leg, command.window_s)
+            code = None
+            if command.channel == "sms" and self.codes is not None and contact.phone:
+                code = await self._retrying(asyncio.to_thread, self.codes.code_for, incident_id, command, contact.phone, self.now())
+            page = Page(
+                incident_id, command.key, command.channel, contact, summary, command.cycle, command.leg, command.window_s, code
+            )
             try:
                 # A page is only useful within its leg's window; a provider that hangs is cut off there.
                 outcome = await asyncio.wait_for(channel.send(page), timeout=command.window_s)

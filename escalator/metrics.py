@@ -23,4 +23,7 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.breaker_state = Gauge(
+            "escalator_breaker_state", "Circuit breaker per channel: 0 closed, 1 half-open, 2 open", ["channel"], registry=r
+        )
         self.outbox_backlog = Gauge("escalator_outbox_backlog", "Events committed but not yet published", registry=r)

@@ -27,7 +27,8 @@ class Page:
     summary: str
     cycle: int
     leg: str
-    window_s: int
+    window_s: float
+    code: str | None = None  # the SMS code a reply refers to (SMS pages only)
 
 
 @dataclass(frozen=True)

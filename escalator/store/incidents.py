@@ -185,10 +185,21 @@ class IncidentStore:
         """(incident, page, resent) of pages recorded but never confirmed sent or failed: a crash came between."""
         with read_session(self.engine) as session:
             rows = session.scalars(sa.select(PageRow).where(PageRow.status == "pending").order_by(PageRow.created_at))
-            return [
-                (r.incident_id, PageCmd(r.key, r.contact, r.channel, r.cycle, r.leg_index, r.leg, r.window_s), r.resent)
-                for r in rows
-            ]
+            return [(r.incident_id, self.page_cmd(r), r.resent) for r in rows]
+
+    @staticmethod
+    def page_cmd(row: PageRow) -> PageCmd:
+        return PageCmd(row.key, row.contact, row.channel, row.cycle, row.leg_index, row.leg, row.window_s)
+
+    def page(self, incident_id: str, key: str) -> PageRow | None:
+        with read_session(self.engine) as session:
+            return session.get(PageRow, (incident_id, key))
+
+    def note(self, incident_id: str, text: str, now: datetime) -> None:
+        """Something worth the audit trail that is not an event (a delivery report, a voicemail)."""
+        with write_session(self.engine) as session:
+            if session.get(IncidentRow, incident_id) is not None:
+                self._note(session, incident_id, now, text)
 
     def claim_resend(self, page: PageCmd, incident_id: str) -> StepResult | None:
         """Mark a pending page as re-sent (once only) if it still matters; returns what sending needs."""

@@ -1,4 +1,4 @@
-"""The HTTP server: health, readiness and metrics now; Twilio webhooks and the push API plug in here.
+"""The HTTP server: health, readiness, metrics and the Twilio webhooks (the push API plugs in here).
 
 Served by uvicorn inside the daemon's own event loop.
 """
@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -15,11 +16,95 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from twilio.request_validator import RequestValidator
+
+from escalator import twiml
 
 Readiness = Callable[[], Awaitable[dict[str, Any]]]
+XML = "application/xml"
 
 
-def create_app(readiness: Readiness, registry: CollectorRegistry) -> Starlette:
+class TwilioHooks(Protocol):
+    async def sms(self, phone: str, body: str) -> str | None: ...
+
+    async def voice(self, incident_id: str, key: str, answered_by: str | None, attempt: int) -> str: ...
+
+    async def gather(self, incident_id: str, key: str, digits: str, attempt: int) -> str: ...
+
+    async def status(self, incident_id: str, key: str, channel: str, status: str, error_code: str | None) -> None: ...
+
+
+def _attempt(query: dict[str, str]) -> int:
+    try:
+        return max(1, min(int(query.get("attempt", "1")), 10))
+    except ValueError:
+        return 1
+
+
+def twilio_routes(hooks: TwilioHooks | None, auth_token: str | None, public_url: str) -> list[Route]:
+    """Every Twilio callback must carry a valid X-Twilio-Signature for the URL Twilio was given:
+    ESCALATOR_PUBLIC_URL + path + query, never rebuilt from the Host header. Anything else: 403."""
+    validator = RequestValidator(auth_token) if auth_token else None
+
+    async def signed(request: Request) -> dict[str, str] | None:
+        body = (await request.body()).decode("utf-8", "replace")
+        params = dict(parse_qsl(body, keep_blank_values=True))
+        url = public_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if validator is None or hooks is None or not signature or not validator.validate(url, params, signature):
+            return None
+        return params
+
+    def forbidden() -> Response:
+        return PlainTextResponse("invalid or missing X-Twilio-Signature\n", status_code=403)
+
+    async def sms(request: Request) -> Response:
+        params = await signed(request)
+        if params is None:
+            return forbidden()
+        text = await hooks.sms(params.get("From", ""), params.get("Body", ""))  # type: ignore[union-attr]
+        return Response(twiml.sms_reply(text), media_type=XML)
+
+    async def voice(request: Request) -> Response:
+        params = await signed(request)
+        if params is None:
+            return forbidden()
+        q = dict(request.query_params)
+        body = await hooks.voice(q.get("incident", ""), q.get("key", ""), params.get("AnsweredBy"), _attempt(q))  # type: ignore[union-attr]
+        return Response(body, media_type=XML)
+
+    async def gather(request: Request) -> Response:
+        params = await signed(request)
+        if params is None:
+            return forbidden()
+        q = dict(request.query_params)
+        body = await hooks.gather(q.get("incident", ""), q.get("key", ""), params.get("Digits", ""), _attempt(q))  # type: ignore[union-attr]
+        return Response(body, media_type=XML)
+
+    async def status(request: Request) -> Response:
+        params = await signed(request)
+        if params is None:
+            return forbidden()
+        q = dict(request.query_params)
+        state = params.get("CallStatus") or params.get("MessageStatus") or ""
+        await hooks.status(q.get("incident", ""), q.get("key", ""), q.get("channel", ""), state, params.get("ErrorCode"))  # type: ignore[union-attr]
+        return Response(status_code=204)
+
+    return [
+        Route("/twilio/sms", sms, methods=["POST"]),
+        Route("/twilio/voice", voice, methods=["POST"]),
+        Route("/twilio/gather", gather, methods=["POST"]),
+        Route("/twilio/status", status, methods=["POST"]),
+    ]
+
+
+def create_app(
+    readiness: Readiness,
+    registry: CollectorRegistry,
+    twilio: TwilioHooks | None = None,
+    twilio_auth_token: str | None = None,
+    public_url: str = "",
+) -> Starlette:
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -31,7 +116,14 @@ def create_app(readiness: Readiness, registry: CollectorRegistry) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            *twilio_routes(twilio, twilio_auth_token, public_url),
+        ]
+    )
 
 
 class _Server(uvicorn.Server):

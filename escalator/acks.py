@@ -1,0 +1,140 @@
+"""What a technician's reply, key press or a provider's status report does to an incident.
+
+The webhooks (escalator.web) check signatures and parse forms; this turns what they received into
+walk events through the engine, and says what to answer. Only a key press or a reply from the
+number a code was sent to acknowledges; a voicemail never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from escalator import clock, replies, twiml, walk
+from escalator.channels.twilio import callback_url
+from escalator.engine import Engine
+from escalator.store.incidents import IncidentStore
+from escalator.store.sms_codes import SmsCodes
+from escalator.store.tables import IncidentRow, PageRow
+
+log = logging.getLogger("escalator.acks")
+
+FAILED = {"voice": {"busy", "failed", "no-answer", "canceled"}, "sms": {"undelivered", "failed"}}
+FINISHED = {"voice": {"completed"}, "sms": {"delivered"}}
+
+
+def closed_text(incident: IncidentRow) -> str:
+    if incident.status == walk.ACKNOWLEDGED:
+        return f"Incident {incident.id} was already taken by {incident.acked_by}."
+    if incident.status == walk.RESOLVED:
+        return f"Incident {incident.id} is resolved. Nothing more to do."
+    return f"Incident {incident.id} has moved on to the next person."
+
+
+class Intake:
+    def __init__(
+        self, engine: Engine, store: IncidentStore, codes: SmsCodes, public_url: str, now: Callable[[], datetime] = clock.now
+    ):
+        self.engine = engine
+        self.store = store
+        self.codes = codes
+        self.public_url = public_url
+        self.now = now
+
+    # -- SMS ----------------------------------------------------------------------------------------
+
+    async def sms(self, phone: str, body: str) -> str | None:
+        """An inbound text → the reply to send back (None: say nothing)."""
+        now = self.now()
+        if await asyncio.to_thread(self.codes.ignored, phone, now):
+            log.warning("ignoring a reply: too many wrong codes recently from that number")
+            return None
+        reply = replies.parse(body)
+        if reply.action is None:
+            return replies.HELP
+        open_pages = await asyncio.to_thread(self.codes.open_pages, phone)
+        if reply.code is None:
+            if not open_pages:
+                return "You have no open pages."
+            if len({p.incident_id for p in open_pages}) > 1:
+                codes = ", ".join(p.code for p in open_pages[:5])
+                return f"You have {len(open_pages)} open pages. Reply ACK with the code of the one you mean ({codes})."
+            row = open_pages[0]
+        else:
+            row = next((p for p in open_pages if p.code == reply.code), None)
+            if row is None:
+                late = await asyncio.to_thread(self.codes.latest, phone, reply.code, now)
+                if late is not None:  # a real code of this number whose incident is closed: answer politely
+                    incident = await asyncio.to_thread(self.store.get, late.incident_id)
+                    return closed_text(incident) if incident else replies.HELP
+                await asyncio.to_thread(self.codes.strike, phone, now)
+                return f"No open page has code {reply.code}. " + replies.HELP
+        if reply.action == replies.ACK:
+            event: walk.Event = walk.Acknowledge(row.contact, "sms", row.contact)
+        else:
+            event = walk.Pass(row.contact, "sms", row.contact, row.cycle, row.leg_index)
+        result = await self.engine.handle(row.incident_id, event, f"{reply.action} by {row.contact} over SMS changed nothing")
+        incident = await asyncio.to_thread(self.store.get, row.incident_id)
+        if result.outcome == "changed":
+            if reply.action == replies.ACK:
+                return f"You have incident {row.incident_id}: {incident.summary}. Thank you."
+            return f"Passed on. The next person is being paged for incident {row.incident_id}."
+        return closed_text(incident)
+
+    # -- voice --------------------------------------------------------------------------------------
+
+    def _url(self, path: str, incident_id: str, key: str, attempt: int) -> str:
+        return callback_url(self.public_url, path, incident=incident_id, key=key, attempt=str(attempt))
+
+    async def _page(self, incident_id: str, key: str) -> tuple[IncidentRow | None, PageRow | None]:
+        return await asyncio.to_thread(self.store.get, incident_id), await asyncio.to_thread(self.store.page, incident_id, key)
+
+    async def voice(self, incident_id: str, key: str, answered_by: str | None, attempt: int) -> str:
+        """The call was answered (or is being prompted again)."""
+        incident, page = await self._page(incident_id, key)
+        if incident is None or page is None:
+            return twiml.say_and_hang_up("This call is no longer needed. Goodbye.")
+        if answered_by and answered_by.startswith(("machine", "fax")):
+            await asyncio.to_thread(self.store.note, incident_id, f"voice call to {page.contact} reached voicemail", self.now())
+            return twiml.voicemail()
+        if incident.status not in walk.ACTIVE:
+            return twiml.say_and_hang_up(closed_text(incident) + " Goodbye.")
+        again = self._url("/twilio/voice", incident_id, key, attempt + 1) if attempt < twiml.PROMPT_ATTEMPTS else None
+        return twiml.prompt(incident.summary, self._url("/twilio/gather", incident_id, key, attempt), again)
+
+    async def gather(self, incident_id: str, key: str, digits: str, attempt: int) -> str:
+        """A key was pressed: 1 takes it, 2 passes it on, star repeats."""
+        incident, page = await self._page(incident_id, key)
+        if incident is None or page is None:
+            return twiml.say_and_hang_up("This call is no longer needed. Goodbye.")
+        if digits == "*":
+            return twiml.redirect(self._url("/twilio/voice", incident_id, key, attempt))
+        if digits not in ("1", "2"):
+            return twiml.redirect(self._url("/twilio/voice", incident_id, key, attempt))
+        if digits == "1":
+            event: walk.Event = walk.Acknowledge(page.contact, "voice", page.contact)
+        else:
+            event = walk.Pass(page.contact, "voice", page.contact, page.cycle, page.leg_index)
+        verb = "acknowledgement" if digits == "1" else "pass"
+        result = await self.engine.handle(incident_id, event, f"{verb} by {page.contact} by key press changed nothing")
+        if result.outcome != "changed":
+            incident = await asyncio.to_thread(self.store.get, incident_id)
+            return twiml.say_and_hang_up(closed_text(incident) + " Goodbye.")
+        if digits == "1":
+            return twiml.say_and_hang_up(f"You have it. The incident is yours: {incident.summary}. Thank you. Goodbye.")
+        return twiml.say_and_hang_up("Passed on. The next person is being paged. Goodbye.")
+
+    # -- delivery status ----------------------------------------------------------------------------
+
+    async def status(self, incident_id: str, key: str, channel: str, status: str, error_code: str | None) -> None:
+        """Failures feed the "nobody reachable" rule; successes go to the timeline's notes."""
+        page = await asyncio.to_thread(self.store.page, incident_id, key)
+        if page is None or channel not in FAILED:
+            return
+        if status in FAILED[channel]:
+            reason = f"{channel} {status}" + (f" (Twilio error {error_code})" if error_code else "")
+            await self.engine.handle(incident_id, walk.PageFailed(IncidentStore.page_cmd(page), reason))
+        elif status in FINISHED[channel]:
+            await asyncio.to_thread(self.store.note, incident_id, f"{channel} to {page.contact} {status}", self.now())

@@ -1,0 +1,135 @@
+"""Voice calls and SMS through Twilio's REST API, with the real `twilio` client (SPEC §5).
+
+Calls carry a `Url` (the TwiML prompt) and a `StatusCallback` under ESCALATOR_PUBLIC_URL and ask for
+answering-machine detection; texts carry the summary, `Reply ACK <code> …` and a `StatusCallback`.
+Every request goes through retries bounded by the leg's window and the channel's circuit breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from escalator import replies, resilience
+from escalator.channels import Outcome, Page, describe
+from escalator.ladders import Contact
+from escalator.resilience import BreakerOpen, CircuitBreaker, ProviderError
+
+log = logging.getLogger("escalator.channels.twilio")
+
+REQUEST_TIMEOUT_S = 10.0
+
+
+class _HttpClient(AsyncTwilioHttpClient):
+    """Sends every Twilio host to the configured base URL (a sandbox or test double), and classifies
+    transient failures here, the only place that still sees the response headers (Retry-After)."""
+
+    def __init__(self, base_url: str, timeout: float = REQUEST_TIMEOUT_S):
+        super().__init__(pool_connections=False, timeout=timeout)
+        self.base = urlsplit(base_url)
+        self.request_timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _rewrite(self, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.hostname and (parts.hostname == "twilio.com" or parts.hostname.endswith(".twilio.com")):
+            path = self.base.path.rstrip("/") + parts.path
+            return parts._replace(scheme=self.base.scheme, netloc=self.base.netloc, path=path).geturl()
+        return url
+
+    async def request(self, method, url, params=None, data=None, headers=None, auth=None, timeout=None, allow_redirects=False):  # type: ignore[override]
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        try:
+            async with self._session.request(
+                method.upper(), self._rewrite(url), params=params, data=data, headers=headers,
+                auth=aiohttp.BasicAuth(*auth) if auth else None,
+                timeout=aiohttp.ClientTimeout(total=timeout or self.request_timeout), allow_redirects=allow_redirects,
+            ) as response:
+                text = await response.text()
+                if response.status == 429 or response.status >= 500:
+                    raise ProviderError.from_status(response.status, "from Twilio", response.headers.get("Retry-After"))
+                return Response(response.status, text, dict(response.headers))
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise ProviderError(f"transient: {type(exc).__name__} talking to Twilio", transient=True) from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def make_client(account_sid: str, auth_token: str, api_url: str) -> Client:
+    return Client(account_sid, auth_token, http_client=_HttpClient(api_url))
+
+
+def callback_url(public_url: str, path: str, **query: str) -> str:
+    """A URL Twilio will call back: ESCALATOR_PUBLIC_URL + path + query (what signatures are checked against)."""
+    return f"{public_url}{path}?{urlencode(query)}"
+
+
+class TwilioChannel:
+    """`voice` or `sms`, one breaker each."""
+
+    def __init__(
+        self, name: str, client: Client, from_number: str, public_url: str, breaker: CircuitBreaker,
+        clock: resilience.Clock = time.monotonic,
+    ):
+        assert name in ("voice", "sms")
+        self.name = name
+        self.client = client
+        self.from_number = from_number
+        self.public_url = public_url
+        self.breaker = breaker
+        self.clock = clock
+
+    async def send(self, page: Page) -> Outcome:
+        if not page.contact.phone:
+            return Outcome(False, reason="contact has no phone")
+        deadline = self.clock() + page.window_s
+        try:
+            ref = await resilience.call(lambda: self._create(page), self.breaker, deadline, clock=self.clock)
+        except (BreakerOpen, ProviderError) as exc:
+            log.warning("%s page failed: %s", describe(page), exc.reason)
+            return Outcome(False, reason=exc.reason)
+        log.info("%s page sent: %s", describe(page), ref)
+        return Outcome(True, ref=ref)
+
+    async def _create(self, page: Page) -> str:
+        query = {"incident": page.incident_id, "key": page.key}
+        status_url = callback_url(self.public_url, "/twilio/status", channel=self.name, **query)
+        try:
+            if self.name == "sms":
+                message = await self.client.messages.create_async(
+                    to=page.contact.phone, from_=self.from_number, body=replies.page_text(page.summary, page.code or ""),
+                    status_callback=status_url,
+                )
+                return str(message.sid)
+            call = await self.client.calls.create_async(
+                to=page.contact.phone, from_=self.from_number, url=callback_url(self.public_url, "/twilio/voice", **query),
+                method="POST", status_callback=status_url, status_callback_method="POST",
+                machine_detection="Enable", timeout=30,
+            )
+            return str(call.sid)
+        except TwilioRestException as exc:
+            raise ProviderError.from_status(exc.status, str(exc.msg)[:200]) from None
+
+    async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
+        # Notices only read the breaker: they neither take its half-open probe nor count against it.
+        if self.name != "sms" or not contact.phone or self.breaker.state == resilience.OPEN:
+            return
+        try:
+            await self.client.messages.create_async(to=contact.phone, from_=self.from_number, body=text)
+        except Exception as exc:  # a notice is best effort; it never blocks anything
+            log.warning("notice to %s failed: %s", contact.id, type(exc).__name__)
+
+    async def close(self) -> None:
+        await self.client.http_client.close()

@@ -1,0 +1,56 @@
+"""Every TwiML document escalator answers with, built only with `twilio.twiml` (SPEC §5).
+
+The call: the summary is said, then: press 1 to take it, 2 to pass it on, star to repeat. An
+unanswered prompt is repeated a few times, then the call ends. A voicemail gets a short message
+and never acknowledges anything: only a key press does.
+"""
+
+from __future__ import annotations
+
+from twilio.twiml.messaging_response import MessagingResponse
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+PROMPT_ATTEMPTS = 3
+GATHER_TIMEOUT_S = 8
+INSTRUCTIONS = "Press 1 to take this incident. Press 2 to pass it on. Press star to hear it again."
+
+
+def prompt(summary: str, gather_url: str, again_url: str | None) -> str:
+    """Say the incident and wait for one key; with no key, go on to `again_url` (or say goodbye)."""
+    response = VoiceResponse()
+    gather = Gather(num_digits=1, action=gather_url, method="POST", timeout=GATHER_TIMEOUT_S, finish_on_key="")
+    gather.say(f"Urgent incident. {summary}. {INSTRUCTIONS}")
+    response.append(gather)
+    if again_url:
+        response.redirect(again_url, method="POST")
+    else:
+        response.say("No key was pressed. Goodbye.")
+        response.hangup()
+    return str(response)
+
+
+def voicemail() -> str:
+    response = VoiceResponse()
+    response.say("This is escalator with an urgent incident for you. Please check your text messages.")
+    response.hangup()
+    return str(response)
+
+
+def say_and_hang_up(text: str) -> str:
+    response = VoiceResponse()
+    response.say(text)
+    response.hangup()
+    return str(response)
+
+
+def redirect(url: str) -> str:
+    response = VoiceResponse()
+    response.redirect(url, method="POST")
+    return str(response)
+
+
+def sms_reply(text: str | None) -> str:
+    response = MessagingResponse()
+    if text:
+        response.message(text)
+    return str(response)
