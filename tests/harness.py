@@ -66,9 +66,7 @@ class NatsServer:
 
 
 def settings_for(db_url: str, nats_url: str, data_dir: Path, **extra: Any):
-    return load_settings(
-        database_url=db_url, nats_url=nats_url, data_dir=data_dir, http_port=free_port(), dry_run=True, **extra
-    )
+    return load_settings(**{"database_url": db_url, "nats_url": nats_url, "data_dir": data_dir, "http_port": free_port(), "dry_run": True, **extra})
 
 
 @contextlib.asynccontextmanager

@@ -49,9 +49,10 @@ class _HttpClient(AsyncTwilioHttpClient):
         if self._session is None:
             self._session = aiohttp.ClientSession()
         try:
+            if auth:
+                headers = {**(headers or {}), "Authorization": aiohttp.encode_basic_auth(*auth)}
             async with self._session.request(
                 method.upper(), self._rewrite(url), params=params, data=data, headers=headers,
-                auth=aiohttp.BasicAuth(*auth) if auth else None,
                 timeout=aiohttp.ClientTimeout(total=timeout or self.request_timeout), allow_redirects=allow_redirects,
             ) as response:
                 text = await response.text()

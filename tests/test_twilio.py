@@ -1,0 +1,263 @@
+"""Voice and SMS end to end: the real daemon and `twilio` client against a Twilio double that calls back signed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+
+from escalator.channels.recording import RecordingChannel
+from escalator.daemon import Daemon
+from tests.harness import eventually, publish, settings_for
+from tests.test_engine import ladders, nats_server, urgent  # noqa: F401 - fixtures
+from tests.twilio_double import TwilioDouble
+
+ALICE, BOB, CAROL = "+14155550101", "+14155550102", "+14155550103"
+
+
+@contextlib.asynccontextmanager
+async def stack(db_url, nats_server, tmp_path, scale: float = 0.2) -> AsyncIterator[tuple[TwilioDouble, Daemon, RecordingChannel]]:
+    """Twilio double + the daemon with real Twilio voice/SMS channels; push is a recording channel."""
+    async with TwilioDouble() as double:
+        settings = settings_for(
+            db_url, nats_server.url, tmp_path / "data", window_scale=scale, dry_run=False,
+            twilio_account_sid=double.account_sid, twilio_auth_token=double.auth_token, twilio_from="+14155550100",
+            twilio_api_url=double.url,
+        )
+        settings.public_url = f"http://127.0.0.1:{settings.http_port}"
+        push = RecordingChannel("push")
+        daemon = Daemon(settings)
+        daemon.channels["push"] = push
+        task = asyncio.create_task(daemon.run())
+        await asyncio.wait_for(daemon.ready.wait(), 15)
+        await eventually(lambda: daemon.ingest.js is not None)
+        try:
+            yield double, daemon, push
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(task, 30)
+
+
+def status(daemon: Daemon, incident_id: str) -> str | None:
+    row = daemon.store.get(incident_id)
+    return row.status if row else None
+
+
+def events(daemon: Daemon, incident_id: str) -> list:
+    return daemon.store.timeline(incident_id)[0]
+
+
+def sms_url(daemon: Daemon) -> str:
+    return daemon.settings.public_url + "/twilio/sms"
+
+
+def code_in(body: str) -> str:
+    return re.search(r"Reply ACK (\d+) to take it", body).group(1)
+
+
+def test_key_1_acknowledges_and_is_confirmed_aloud(ladders, db_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
+            double.answer[ALICE] = "1"
+            await publish(nats_server.url, "incidents.urgent", urgent("v-1", "slow"))
+            await eventually(lambda: status(daemon, "v-1") == "acknowledged")
+            await eventually(lambda: double.calls and double.calls[0].statuses == ["completed"])
+            return double, events(daemon, "v-1")
+
+    double, timeline = asyncio.run(scenario())
+    call = double.calls[0]
+    assert call.form["Url"].startswith("http://127.0.0.1:") and "/twilio/voice?incident=v-1" in call.form["Url"]
+    assert "/twilio/status?" in call.form["StatusCallback"] and call.form["MachineDetection"] == "Enable"
+    assert any("No heat, 12 Elm St" in s and "Press 1 to take" in s for s in call.said)
+    assert any(s.startswith("You have it.") for s in call.said)
+    ack = [e for e in timeline if e.event == "acknowledged"][0].data
+    assert (ack["by"], ack["channel"], ack["contact"]) == ("alice", "voice", "alice")
+    text = double.messages[0]
+    assert text.to == ALICE and re.fullmatch(r"No heat, 12 Elm St Reply ACK \d{4} to take it, PASS \d{4} to pass\.", text.body)
+
+
+def test_key_2_passes_at_once(ladders, db_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
+            double.answer[ALICE] = "2"
+            await publish(nats_server.url, "incidents.urgent", urgent("v-2", "slow"))
+            await eventually(lambda: any(c.to == BOB for c in double.calls), timeout=4)  # the window is 12 s
+            return double, events(daemon, "v-2")
+
+    double, timeline = asyncio.run(scenario())
+    passed = [e for e in timeline if e.event == "passed"][0].data
+    assert (passed["by"], passed["channel"], passed["leg"]) == ("alice", "voice", "primary")
+    assert any("Passed on" in s for s in double.calls[0].said)
+
+
+def test_voicemail_never_acknowledges(ladders, db_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path, scale=0.05) as (double, daemon, push):  # 3 s windows
+            double.answer[ALICE] = "voicemail"
+            await publish(nats_server.url, "incidents.urgent", urgent("v-3", "slow"))
+            await eventually(lambda: any(c.to == BOB for c in double.calls), timeout=10)
+            return double, daemon.store.timeline("v-3"), status(daemon, "v-3")
+
+    double, (timeline, notes), state = asyncio.run(scenario())
+    assert state == "open" and "acknowledged" not in [e.event for e in timeline]
+    assert "leg_timed_out" in [e.event for e in timeline]
+    assert any("reached voicemail" in n.note for n in notes)
+    assert any("check your text messages" in s for s in double.calls[0].said)
+
+
+def test_sms_ack_code_acknowledges_but_not_from_another_number(ladders, db_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
+            await publish(nats_server.url, "incidents.urgent", urgent("s-1", "slow"))
+            await eventually(lambda: double.messages)
+            code = code_in(double.messages[0].body)
+            wrong_sender = await double.post(sms_url(daemon), {"From": BOB, "Body": f"ACK {code}"})
+            assert status(daemon, "s-1") == "open"
+            reply = await double.post(sms_url(daemon), {"From": ALICE, "Body": f" ack {code} "})
+            again = await double.post(sms_url(daemon), {"From": ALICE, "Body": f"ACK {code}"})
+            return wrong_sender, reply, again, events(daemon, "s-1"), status(daemon, "s-1")
+
+    wrong_sender, reply, again, timeline, state = asyncio.run(scenario())
+    assert wrong_sender[0] == 200 and "No open page has code" in wrong_sender[1]
+    assert reply[0] == 200 and "<Message>You have incident s-1: No heat, 12 Elm St. Thank you.</Message>" in reply[1]
+    assert state == "acknowledged" and "was already taken by alice" in again[1]
+    ack = [e for e in timeline if e.event == "acknowledged"][0].data
+    assert (ack["channel"], ack["contact"]) == ("sms", "alice")
+
+
+def test_bare_ack_and_help(ladders, db_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
+            none_yet = await double.post(sms_url(daemon), {"From": ALICE, "Body": "1"})
+            await publish(nats_server.url, "incidents.urgent", urgent("s-2", "slow"))
+            await publish(nats_server.url, "incidents.urgent", urgent("s-3", "slow"))
+            await eventually(lambda: len(double.messages) >= 2)
+            await eventually(lambda: len(daemon.codes.open_pages(ALICE)) == 2)
+            several = await double.post(sms_url(daemon), {"From": ALICE, "Body": "ACK"})
+            help_ = await double.post(sms_url(daemon), {"From": ALICE, "Body": "on my way"})
+            await publish(nats_server.url, "incidents.resolve", {"id": "s-3"})
+            await eventually(lambda: status(daemon, "s-3") == "resolved")
+            one = await double.post(sms_url(daemon), {"From": ALICE, "Body": "1"})
+            return none_yet, several, help_, one, status(daemon, "s-2")
+
+    none_yet, several, help_, one, state = asyncio.run(scenario())
+    assert "You have no open pages." in none_yet[1]
+    assert "You have 2 open pages" in several[1]
+    assert "Reply ACK &lt;code&gt; to take an incident" in help_[1]
+    assert "You have incident s-2" in one[1] and state == "acknowledged"
+
+
+@pytest.mark.parametrize("path", ["/twilio/sms", "/twilio/gather", "/twilio/voice", "/twilio/status"])
+def test_unsigned_or_missigned_callbacks_get_403_and_change_nothing(ladders, db_url, nats_server, tmp_path, path) -> None:
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
+            await publish(nats_server.url, "incidents.urgent", urgent("f-1", "slow"))
+            await eventually(lambda: double.messages)
+            code = code_in(double.messages[0].body)
+            base = daemon.settings.public_url
+            url = f"{base}{path}?incident=f-1&key=c1.l0.alice.voice&channel=voice&attempt=1"
+            params = {"From": ALICE, "Body": f"ACK {code}", "Digits": "1", "CallStatus": "failed"}
+            before = len(events(daemon, "f-1"))
+            results = [
+                await double.post(url, params, signature=None),
+                await double.post(url, params, signature="bm90LWEtc2lnbmF0dXJl"),
+                # signed for another host (what trusting the Host header would accept)
+                await double.post(url, params, signature=double.sign(url.replace("127.0.0.1", "evil.example"), params)),
+                # signed, but for other parameters than those sent
+                await double.post(url, params, signature=double.sign(url, {**params, "Digits": "2"})),
+            ]
+            await asyncio.sleep(0.3)
+            return results, status(daemon, "f-1"), before, len(events(daemon, "f-1")), daemon.store.timeline("f-1")[1]
+
+    results, state, before, after, notes = asyncio.run(scenario())
+    assert [r[0] for r in results] == [403, 403, 403, 403]
+    assert state == "open" and after >= before
+    assert not [n for n in notes if "sms" in n.note and "ack" in n.note]
+
+
+def test_wrong_codes_are_rate_limited(ladders, db_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
+            await publish(nats_server.url, "incidents.urgent", urgent("r-1", "slow"))
+            await eventually(lambda: double.messages)
+            code = code_in(double.messages[0].body)
+            wrong = f"{(int(code) + 1) % 10000:04d}"
+            replies = [await double.post(sms_url(daemon), {"From": ALICE, "Body": f"ACK {wrong}"}) for _ in range(5)]
+            blocked = await double.post(sms_url(daemon), {"From": ALICE, "Body": f"ACK {code}"})
+            return replies, blocked, status(daemon, "r-1")
+
+    replies, blocked, state = asyncio.run(scenario())
+    assert all("No open page has code" in r[1] for r in replies)
+    assert blocked[0] == 200 and "<Message>" not in blocked[1]  # ignored: no answer, no acknowledgement
+    assert state == "open"
+
+
+def test_twilio_500_opens_voice_and_sms_breakers_while_push_pages(ladders, db_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
+            double.api_status = 500
+            for i in range(3):
+                await publish(nats_server.url, "incidents.urgent", urgent(f"b-{i}", "slow"))
+            await push.wait_for(3)
+            breakers = {n: daemon.channels[n].breaker.state for n in ("voice", "sms")}
+            await eventually(lambda: all(daemon.channels[n].breaker.state == "open" for n in ("voice", "sms")), timeout=10)
+            metrics = daemon.metrics.registry.get_sample_value
+            gauges = {n: metrics("escalator_breaker_state", {"channel": n}) for n in ("voice", "sms", "push")}
+            await publish(nats_server.url, "incidents.urgent", urgent("b-late", "slow"))
+            await eventually(lambda: len([e for e in events(daemon, "b-late") if e.event == "page_failed"]) == 2)
+            return double.requests, gauges, events(daemon, "b-late"), push.pages
+
+    requests, gauges, late, pushed = asyncio.run(scenario())
+    assert gauges == {"voice": 2.0, "sms": 2.0, "push": 0.0}
+    failed = [e.data for e in late if e.event == "page_failed"]
+    assert {f["channel"] for f in failed} == {"voice", "sms"} and all(f["reason"].startswith("breaker open") for f in failed)
+    assert {p.page.incident_id for p in pushed} >= {"b-0", "b-1", "b-2", "b-late"}
+
+
+def test_every_channel_failing_moves_to_the_next_leg_well_before_the_window(ladders, db_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
+            double.api_status = 400  # Twilio rejects: permanent, not retried
+            push.fail["alice"] = "UNREGISTERED"
+            await publish(nats_server.url, "incidents.urgent", urgent("u-1", "slow"))
+            await eventually(lambda: [e.data.get("leg") for e in events(daemon, "u-1") if e.event == "leg_started"] == ["primary", "secondary"], timeout=4)
+            return events(daemon, "u-1")
+
+    timeline = asyncio.run(scenario())
+    started = [e for e in timeline if e.event == "leg_started"]
+    assert (started[1].at - started[0].at).total_seconds() < 3  # the window is 12 s
+    reasons = [e.data["reason"] for e in timeline if e.event == "page_failed"][:3]
+    assert any("rejected: HTTP 400" in r for r in reasons) and "UNREGISTERED" in reasons
+
+
+def test_a_hung_provider_does_not_delay_the_next_leg(ladders, db_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):  # 1 s windows on "night"
+            double.hang = True
+            await publish(nats_server.url, "incidents.urgent", urgent("h-1", "night"))
+            await eventually(lambda: len([e for e in events(daemon, "h-1") if e.event == "leg_started"]) == 3, timeout=6)
+            return events(daemon, "h-1")
+
+    timeline = asyncio.run(scenario())
+    started = [e for e in timeline if e.event in ("leg_started",)]
+    gaps = [(b.at - a.at).total_seconds() for a, b in zip(started, started[1:])]
+    assert all(1.0 <= g < 1.5 for g in gaps), gaps
+
+
+def test_delivery_failures_feed_the_unreachable_rule(ladders, db_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
+            double.answer[ALICE] = "no-answer"
+            double.text_status[ALICE] = "undelivered"
+            push.fail["alice"] = "UNREGISTERED"
+            await publish(nats_server.url, "incidents.urgent", urgent("d-1", "slow"))
+            await eventually(lambda: any(c.to == BOB for c in double.calls), timeout=4)
+            return daemon.store.timeline("d-1")
+
+    timeline, notes = asyncio.run(scenario())
+    reasons = sorted(e.data["reason"] for e in timeline if e.event == "page_failed")
+    assert reasons == ["UNREGISTERED", "sms undelivered", "voice no-answer"]
+    assert [e for e in timeline if e.event == "passed"][0].data["reason"].startswith("unreachable")

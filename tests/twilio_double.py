@@ -1,0 +1,173 @@
+"""A local stand-in for Twilio that behaves like it, driven by the real `twilio` client.
+
+It takes `Calls.json` and `Messages.json` with basic auth; for a call it fetches the call's `Url`,
+follows `<Gather>` actions by pressing the configured key and sends status callbacks; for a text it
+sends the status callback. Every callback is signed with Twilio's real algorithm
+(`RequestValidator.compute_signature`) over the exact URL it was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from tests.harness import free_port
+
+
+@dataclass
+class Call:
+    sid: str
+    to: str
+    form: dict[str, str]
+    said: list[str] = field(default_factory=list)  # everything escalator said on the call
+    statuses: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Message:
+    sid: str
+    to: str
+    body: str
+    form: dict[str, str]
+
+
+class TwilioDouble:
+    def __init__(self, account_sid: str = "AC00000000000000000000000000000000", auth_token: str = "test-auth-token"):
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.calls: list[Call] = []
+        self.messages: list[Message] = []
+        self.requests = 0
+        # per destination number: how the person answers ("1", "2", "*1", "voicemail", "silent",
+        # "busy", "no-answer"), how a text ends ("delivered", "undelivered"), how the API answers
+        self.answer: dict[str, str] = {}
+        self.text_status: dict[str, str] = {}
+        self.api_status: int = 201  # e.g. 500 to fail everything, 400 to reject
+        self.hang = False
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> TwilioDouble:
+        app = web.Application()
+        base = f"/2010-04-01/Accounts/{self.account_sid}"
+        app.router.add_post(base + "/Calls.json", self._create_call)
+        app.router.add_post(base + "/Messages.json", self._create_message)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self.session:
+            await self.session.close()
+        if self._runner:
+            await self._runner.cleanup()
+
+    # -- signing, as Twilio does ---------------------------------------------------------------
+
+    def sign(self, url: str, params: dict[str, str]) -> str:
+        return RequestValidator(self.auth_token).compute_signature(url, params)
+
+    async def post(self, url: str, params: dict[str, str], signature: str | None = "valid") -> tuple[int, str]:
+        """POST a form to escalator as Twilio would (or with a bad / no signature)."""
+        headers = {}
+        if signature == "valid":
+            headers["X-Twilio-Signature"] = self.sign(url, params)
+        elif signature is not None:
+            headers["X-Twilio-Signature"] = signature
+        assert self.session is not None
+        async with self.session.post(url, data=params, headers=headers) as response:
+            return response.status, await response.text()
+
+    # -- the REST API ----------------------------------------------------------------------------
+
+    def _authorised(self, request: web.Request) -> bool:
+        expected = "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        return request.headers.get("Authorization") == expected
+
+    async def _reply(self, request: web.Request, prefix: str) -> tuple[web.Response | None, dict[str, str], str]:
+        self.requests += 1
+        if self.hang:
+            await asyncio.sleep(3600)
+        if not self._authorised(request):
+            return web.json_response({"code": 20003, "message": "Authenticate", "status": 401}, status=401), {}, ""
+        form = {k: v for k, v in (await request.post()).items()}
+        if self.api_status >= 400:
+            body = {"code": 21211 if self.api_status == 400 else 20500, "message": "test double says no", "status": self.api_status}
+            return web.json_response(body, status=self.api_status), form, ""
+        return None, form, f"{prefix}{next(self._ids):032d}"
+
+    async def _create_message(self, request: web.Request) -> web.Response:
+        error, form, sid = await self._reply(request, "SM")
+        if error:
+            return error
+        self.messages.append(Message(sid, form["To"], form["Body"], form))
+        if form.get("StatusCallback"):
+            status = self.text_status.get(form["To"], "delivered")
+            self._spawn(self._later(form["StatusCallback"], {"MessageSid": sid, "MessageStatus": status, "To": form["To"]}))
+        return web.json_response({"sid": sid, "status": "queued", "to": form["To"], "body": form["Body"]}, status=201)
+
+    async def _create_call(self, request: web.Request) -> web.Response:
+        error, form, sid = await self._reply(request, "CA")
+        if error:
+            return error
+        call = Call(sid, form["To"], form)
+        self.calls.append(call)
+        self._spawn(self._run_call(call))
+        return web.json_response({"sid": sid, "status": "queued", "to": form["To"]}, status=201)
+
+    # -- the phone call, as Twilio drives it -----------------------------------------------------
+
+    async def _run_call(self, call: Call) -> None:
+        answer = self.answer.get(call.to, "silent")
+        base = {"CallSid": call.sid, "AccountSid": self.account_sid, "From": call.form["From"], "To": call.to}
+        if answer in ("busy", "no-answer", "failed"):
+            await self._status(call, answer)
+            return
+        answered_by = "machine_start" if answer == "voicemail" else "human"
+        url, params = call.form["Url"], {**base, "CallStatus": "in-progress", "AnsweredBy": answered_by}
+        keys = list(answer) if answer not in ("voicemail", "silent") else []
+        for _ in range(10):  # follow the TwiML: <Gather> (press a key or not), <Redirect>, <Hangup>
+            status, xml = await self.post(url, params)
+            assert status == 200, (status, xml)
+            root = ET.fromstring(xml)
+            call.said += [el.text or "" for el in root.iter("Say")]
+            gather = root.find("Gather")
+            redirect = root.find("Redirect")
+            if gather is not None and keys:
+                url, params = gather.get("action", ""), {**base, "CallStatus": "in-progress", "Digits": keys.pop(0)}
+            elif redirect is not None:
+                url, params = redirect.text or "", {**base, "CallStatus": "in-progress"}
+            else:
+                break
+        await self._status(call, "completed")
+
+    async def _status(self, call: Call, status: str) -> None:
+        call.statuses.append(status)
+        callback = call.form.get("StatusCallback")
+        if callback:
+            await self.post(callback, {"CallSid": call.sid, "CallStatus": status, "To": call.to})
+
+    async def _later(self, url: str, params: dict[str, str]) -> None:
+        await asyncio.sleep(0.05)
+        await self.post(url, params)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
