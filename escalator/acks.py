@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from escalator import clock, replies, twiml, walk
+from escalator.ack_tokens import AckTokens, InvalidToken
 from escalator.channels.twilio import callback_url
 from escalator.engine import Engine
 from escalator.store.incidents import IncidentStore
@@ -35,8 +36,10 @@ def closed_text(incident: IncidentRow) -> str:
 
 class Intake:
     def __init__(
-        self, engine: Engine, store: IncidentStore, codes: SmsCodes, public_url: str, now: Callable[[], datetime] = clock.now
+        self, engine: Engine, store: IncidentStore, codes: SmsCodes, public_url: str, now: Callable[[], datetime] = clock.now,
+        tokens: AckTokens | None = None,
     ):
+        self.tokens = tokens
         self.engine = engine
         self.store = store
         self.codes = codes
@@ -125,6 +128,33 @@ class Intake:
         if digits == "1":
             return twiml.say_and_hang_up(f"You have it. The incident is yours: {incident.summary}. Thank you. Goodbye.")
         return twiml.say_and_hang_up("Passed on. The next person is being paged. Goodbye.")
+
+    # -- push ---------------------------------------------------------------------------------------
+
+    async def push(self, incident_id: str, bearer: str | None, action: str) -> tuple[int, dict[str, str | None]]:
+        """`POST /api/v1/incidents/{id}/ack|pass` from the app: (HTTP status, JSON body)."""
+        if self.tokens is None:
+            return 404, {"error": "push acknowledgements are not enabled"}
+        if not bearer:
+            return 401, {"error": "missing Authorization: Bearer <token>"}
+        try:
+            grant = self.tokens.verify(bearer, incident_id)
+        except InvalidToken as exc:
+            return 401, {"error": str(exc)}
+        incident = await asyncio.to_thread(self.store.get, incident_id)
+        if incident is None:
+            return 404, {"error": f"no incident {incident_id}"}
+        who = grant.contact
+        if action == replies.ACK:
+            event: walk.Event = walk.Acknowledge(who, "push", who)
+        else:
+            event = walk.Pass(who, "push", who, grant.cycle, grant.leg_index)
+        result = await self.engine.handle(incident_id, event, f"{action} by {who} from the app changed nothing")
+        incident = await asyncio.to_thread(self.store.get, incident_id)
+        body = {"incident": incident_id, "status": incident.status, "acked_by": incident.acked_by}
+        if result.outcome == "changed":
+            return 200, body | {"result": "acknowledged" if action == replies.ACK else "passed"}
+        return 200, body | {"result": "unchanged", "message": closed_text(incident)}
 
     # -- delivery status ----------------------------------------------------------------------------
 

@@ -18,8 +18,10 @@ from urllib.parse import urlparse
 import sqlalchemy as sa
 
 from escalator import bus, resilience
+from escalator.ack_tokens import AckTokens, load_or_create_key
 from escalator.acks import Intake
 from escalator.channels import Channel, DryRunChannel, NotConfiguredChannel
+from escalator.channels import fcm as fcm_channel
 from escalator.channels import twilio as twilio_channel
 from escalator.embedded_nats import EmbeddedNats, reachable
 from escalator.engine import Engine
@@ -38,7 +40,7 @@ log = logging.getLogger("escalator")
 BREAKER_LEVEL = {resilience.CLOSED: 0, resilience.HALF_OPEN: 1, resilience.OPEN: 2}
 
 
-def build_channels(settings: Settings, metrics: Metrics) -> dict[str, Channel]:
+def build_channels(settings: Settings, metrics: Metrics, tokens: AckTokens | None = None) -> dict[str, Channel]:
     """Dry-run when asked or when no provider is configured; otherwise a channel without credentials fails visibly."""
 
     def breaker_changed(name: str, old: str, new: str) -> None:
@@ -57,6 +59,11 @@ def build_channels(settings: Settings, metrics: Metrics) -> dict[str, Channel]:
         if settings.dry_run_effective:
             channels[name] = DryRunChannel(name)
             log.info("channel %s: dry-run (pages are written to this log)", name)
+        elif name == "push" and settings.fcm_configured and tokens is not None:
+            breaker = resilience.CircuitBreaker(name, on_change=breaker_changed)
+            app = fcm_channel.make_app(str(settings.fcm_credentials), settings.fcm_api_url, f"escalator-{id(metrics)}")
+            channels[name] = fcm_channel.FcmChannel(app, settings.public_url, tokens.issue, breaker, settings.push_critical)
+            log.info("channel push: FCM (%s), project %s", settings.fcm_api_url, app.project_id)
         elif name in ("voice", "sms") and client is not None:
             breaker = resilience.CircuitBreaker(name, on_change=breaker_changed)
             channels[name] = twilio_channel.TwilioChannel(name, client, settings.twilio_from or "", settings.public_url, breaker)
@@ -76,14 +83,16 @@ class Daemon:
         self.db = make_engine(settings.database)
         self.store = IncidentStore(self.db, settings.window_scale)
         self.metrics = Metrics()
-        self.channels = dict(channels) if channels is not None else build_channels(settings, self.metrics)
+        key = settings.push_signing_key.get_secret_value() if settings.push_signing_key else load_or_create_key(settings.data_dir)
+        self.tokens = AckTokens(key)
+        self.channels = dict(channels) if channels is not None else build_channels(settings, self.metrics, self.tokens)
         self.publisher = bus.OutboxPublisher(self.store, self.metrics.outbox_backlog.set)
         self.codes = SmsCodes(self.db)
         self.engine = Engine(
             self.store, self.channels, self.metrics, settings.default_ladder, on_events=self.publisher.kick, codes=self.codes
         )
         self.ingest = Ingest(self.engine)
-        self.intake = Intake(self.engine, self.store, self.codes, settings.public_url)
+        self.intake = Intake(self.engine, self.store, self.codes, settings.public_url, tokens=self.tokens)
         self.nats: Any = None
         self.nats_error: str | None = "not connected yet"
         self.embedded: EmbeddedNats | None = None

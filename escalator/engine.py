@@ -154,7 +154,8 @@ class Engine:
             if command.channel == "sms" and self.codes is not None and contact.phone:
                 code = await self._retrying(asyncio.to_thread, self.codes.code_for, incident_id, command, contact.phone, self.now())
             page = Page(
-                incident_id, command.key, command.channel, contact, summary, command.cycle, command.leg, command.window_s, code
+                incident_id, command.key, command.channel, contact, summary, command.cycle, command.leg, command.window_s, code,
+                command.leg_index,
             )
             try:
                 # A page is only useful within its leg's window; a provider that hangs is cut off there.
@@ -164,6 +165,9 @@ class Engine:
             except Exception as exc:  # a channel bug must fail the page, not the walk
                 log.exception("channel %s failed on incident %s", command.channel, incident_id)
                 outcome = Outcome(False, reason=f"channel error: {type(exc).__name__}")
+        if outcome.dead_tokens and contact is not None:
+            log.warning("retiring %d push token(s) of %s: FCM says they no longer exist", len(outcome.dead_tokens), contact.id)
+            await self._retrying(asyncio.to_thread, self.store.retire_push_tokens, contact.id, outcome.dead_tokens, self.now())
         event = PageSent(command, outcome.ref) if outcome.ok else PageFailed(command, outcome.reason or "failed")
         await self._retrying(self.handle, incident_id, event)
 

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     fcm_api_url: str = "https://fcm.googleapis.com"
     dry_run: bool | None = None
     actor: str | None = None
+    # Signs the acknowledgement tokens in push messages; generated into the data dir when unset.
+    push_signing_key: SecretStr | None = None
+    # Ask iOS for a critical alert (needs Apple's entitlement); otherwise time-sensitive.
+    push_critical: bool = False
     # Tests and drills only: every acknowledgment window is multiplied by this (0.01-1).
     window_scale: float = Field(default=1.0, ge=0.01, le=1.0)
 

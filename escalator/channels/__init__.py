@@ -29,6 +29,7 @@ class Page:
     leg: str
     window_s: float
     code: str | None = None  # the SMS code a reply refers to (SMS pages only)
+    leg_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Outcome:
     ok: bool
     ref: str | None = None
     reason: str | None = None
+    dead_tokens: tuple[str, ...] = ()  # push tokens the provider says no longer exist
 
 
 class Channel(Protocol):

@@ -22,6 +22,7 @@ from escalator.ladders import ID_RE, Contact, Ladder
 from escalator.store.db import read_session, write_session
 from escalator.store.tables import (
     ContactRow,
+    DeadPushTokenRow,
     IncidentEventRow,
     IncidentNoteRow,
     IncidentRow,
@@ -283,11 +284,25 @@ class IncidentStore:
 
     @staticmethod
     def _contacts(session: Session, ids: Iterable[str]) -> dict[str, Contact]:
+        """Contacts as paging sees them: push tokens FCM reported dead are left out."""
         ids = set(ids)
         if not ids:
             return {}
         rows = session.scalars(sa.select(ContactRow).where(ContactRow.id.in_(ids)))
-        return {r.id: Contact(id=r.id, name=r.name, phone=r.phone, push_tokens=tuple(r.push_tokens or ())) for r in rows}
+        dead = set(session.execute(sa.select(DeadPushTokenRow.contact_id, DeadPushTokenRow.token).where(DeadPushTokenRow.contact_id.in_(ids))))
+        return {
+            r.id: Contact.model_construct(
+                id=r.id, name=r.name, phone=r.phone, push_tokens=tuple(t for t in r.push_tokens or () if (r.id, t) not in dead)
+            )
+            for r in rows
+        }
+
+    def retire_push_tokens(self, contact_id: str, tokens: Iterable[str], now: datetime) -> None:
+        """Tokens FCM reported UNREGISTERED: skipped from now on (they stay on the contact for the operator)."""
+        with write_session(self.engine) as session:
+            for token in set(tokens):
+                if session.get(DeadPushTokenRow, (contact_id, token)) is None:
+                    session.add(DeadPushTokenRow(contact_id=contact_id, token=token, at=now))
 
     @staticmethod
     def _note(session: Session, incident_id: str, now: datetime, text: str) -> None:

@@ -202,3 +202,13 @@ class SmsStrikeRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     phone: str = Field(max_length=16)
     at: datetime = _ts()
+
+
+class DeadPushTokenRow(SQLModel, table=True):
+    """A push token FCM reported UNREGISTERED: kept on the contact for the operator, skipped for paging."""
+
+    __tablename__ = "dead_push_tokens"
+
+    contact_id: str = Field(primary_key=True, foreign_key="contacts.id", max_length=64)
+    token: str = Field(primary_key=True, max_length=4096)
+    at: datetime = _ts()

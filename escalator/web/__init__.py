@@ -33,6 +33,28 @@ class TwilioHooks(Protocol):
 
     async def status(self, incident_id: str, key: str, channel: str, status: str, error_code: str | None) -> None: ...
 
+    async def push(self, incident_id: str, bearer: str | None, action: str) -> tuple[int, dict[str, Any]]: ...
+
+
+def api_routes(hooks: TwilioHooks | None) -> list[Route]:
+    """The app's acknowledgement API: the push message's signed token as a bearer token."""
+
+    def endpoint(action: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            if hooks is None:
+                return JSONResponse({"error": "not available"}, status_code=404)
+            header = request.headers.get("Authorization", "")
+            bearer = header[7:].strip() if header.lower().startswith("bearer ") else None
+            status, body = await hooks.push(request.path_params["incident_id"], bearer, action)
+            return JSONResponse(body, status_code=status)
+
+        return handle
+
+    return [
+        Route("/api/v1/incidents/{incident_id}/ack", endpoint("ack"), methods=["POST"]),
+        Route("/api/v1/incidents/{incident_id}/pass", endpoint("pass"), methods=["POST"]),
+    ]
+
 
 def _attempt(query: dict[str, str]) -> int:
     try:
@@ -122,6 +144,7 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             *twilio_routes(twilio, twilio_auth_token, public_url),
+            *api_routes(twilio),
         ]
     )
 

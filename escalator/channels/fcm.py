@@ -1,0 +1,138 @@
+"""Push through Firebase Cloud Messaging with the real `firebase-admin` client (SPEC §5).
+
+A high-priority message per device: data carry the incident id, the summary, a signed expiring
+acknowledgement token and the URLs to post it to; Android priority high with a time-to-live of the
+leg's window; APNs time-sensitive (critical when configured). Tokens FCM reports UNREGISTERED are
+handed back so the engine retires them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from datetime import timedelta
+
+import firebase_admin
+from firebase_admin import credentials, exceptions, messaging
+
+from escalator import resilience
+from escalator.channels import Outcome, Page, describe
+from escalator.ladders import Contact
+from escalator.resilience import BreakerOpen, CircuitBreaker, ProviderError
+
+log = logging.getLogger("escalator.channels.fcm")
+
+DEFAULT_FCM_URL = "https://fcm.googleapis.com"
+
+
+def make_app(credentials_path: str, fcm_api_url: str, name: str) -> firebase_admin.App:
+    """A firebase-admin app; the service account's `token_uri` decides where access tokens come from."""
+    app = firebase_admin.initialize_app(credentials.Certificate(credentials_path), name=name)
+    if fcm_api_url.rstrip("/") != DEFAULT_FCM_URL:
+        # firebase-admin has no endpoint setting: the URL is fixed when the messaging service is built
+        # (private `_fcm_url`, from the class constant FCM_URL). This is the one place that changes
+        # it, for this app only; firebase-admin is pinned exactly and tests/test_push.py covers it.
+        service = messaging._get_messaging_service(app)
+        service._fcm_url = f"{fcm_api_url.rstrip('/')}/v1/projects/{app.project_id}/messages:send"
+    return app
+
+
+def _classify(error: Exception) -> ProviderError:
+    response = getattr(error, "http_response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(error, messaging.UnregisteredError):
+        return ProviderError("UNREGISTERED", transient=False, status=status)
+    if status is not None:
+        retry_after = response.headers.get("Retry-After") if response is not None else None
+        return ProviderError.from_status(status, type(error).__name__, retry_after)
+    transient = isinstance(error, (exceptions.UnavailableError, exceptions.InternalError, exceptions.UnknownError, exceptions.DeadlineExceededError))
+    return ProviderError(f"{'transient' if transient else 'rejected'}: {type(error).__name__}", transient=transient)
+
+
+class FcmChannel:
+    name = "push"
+
+    def __init__(
+        self, app: firebase_admin.App, public_url: str, issue_token: Callable[[str, str, int, int], str], breaker: CircuitBreaker,
+        critical: bool = False, clock: resilience.Clock = time.monotonic,
+    ):
+        self.app = app
+        self.public_url = public_url
+        self.issue_token = issue_token
+        self.breaker = breaker
+        self.critical = critical
+        self.clock = clock
+
+    def _message(self, page: Page, token: str, ack_token: str) -> messaging.Message:
+        base = f"{self.public_url}/api/v1/incidents/{page.incident_id}"
+        aps = messaging.Aps(
+            alert=messaging.ApsAlert(title="Urgent incident", body=page.summary), sound="default",
+            custom_data={"interruption-level": "critical" if self.critical else "time-sensitive"},
+        )
+        with warnings.catch_warnings():  # `token` is deprecated for `fid` in 7.x; contacts hold registration tokens
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return messaging.Message(
+                token=token,
+                data={
+                    "incident_id": page.incident_id, "summary": page.summary, "ack_token": ack_token,
+                    "ack_url": f"{base}/ack", "pass_url": f"{base}/pass", "leg": page.leg,
+                },
+                notification=messaging.Notification(title="Urgent incident", body=page.summary),
+                android=messaging.AndroidConfig(priority="high", ttl=timedelta(seconds=page.window_s)),
+                apns=messaging.APNSConfig(headers={"apns-priority": "10"}, payload=messaging.APNSPayload(aps=aps)),
+            )
+
+    async def send(self, page: Page) -> Outcome:
+        tokens = list(page.contact.push_tokens)
+        if not tokens:
+            return Outcome(False, reason="contact has no push tokens")
+        ack_token = self.issue_token(page.incident_id, page.contact.id, page.cycle, page.leg_index)
+        dead: list[str] = []
+        remaining = list(tokens)
+
+        async def attempt() -> str:
+            batch = await messaging.send_each_async([self._message(page, t, ack_token) for t in remaining], app=self.app)
+            sent, errors = [], []
+            for token, response in zip(list(remaining), batch.responses):
+                if response.success:
+                    sent.append(response.message_id)
+                    remaining.remove(token)
+                else:
+                    error = _classify(response.exception)
+                    if error.reason == "UNREGISTERED":
+                        dead.append(token)
+                        remaining.remove(token)
+                    elif not error.transient:
+                        remaining.remove(token)
+                    errors.append(error)
+            if sent:
+                return ",".join(sent)
+            transient = [e for e in errors if e.transient]
+            raise transient[0] if transient else errors[0]
+
+        try:
+            ref = await resilience.call(attempt, self.breaker, self.clock() + page.window_s, clock=self.clock)
+        except (BreakerOpen, ProviderError) as exc:
+            log.warning("%s page failed: %s", describe(page), exc.reason)
+            return Outcome(False, reason=exc.reason, dead_tokens=tuple(dead))
+        return Outcome(True, ref=ref, dead_tokens=tuple(dead))
+
+    async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
+        if not contact.push_tokens or self.breaker.state == resilience.OPEN:
+            return
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                notices = [
+                    messaging.Message(token=t, data={"incident_id": incident_id, "notice": text},
+                                      notification=messaging.Notification(title="Incident taken", body=text))
+                    for t in contact.push_tokens
+                ]
+            await messaging.send_each_async(notices, app=self.app)
+        except Exception as exc:  # best effort
+            log.warning("push notice to %s failed: %s", contact.id, type(exc).__name__)
+
+    async def close(self) -> None:
+        firebase_admin.delete_app(self.app)
