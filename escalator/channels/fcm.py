@@ -8,14 +8,17 @@ handed back so the engine retires them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import warnings
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import firebase_admin
 from firebase_admin import credentials, exceptions, messaging
+from google.auth import exceptions as google_exceptions
+from google.auth.transport import requests as google_requests
 
 from escalator import resilience
 from escalator.channels import Outcome, Page, describe
@@ -25,6 +28,7 @@ from escalator.resilience import BreakerOpen, CircuitBreaker, ProviderError
 log = logging.getLogger("escalator.channels.fcm")
 
 DEFAULT_FCM_URL = "https://fcm.googleapis.com"
+REFRESH_AHEAD = timedelta(minutes=5)
 
 
 def make_app(credentials_path: str, fcm_api_url: str, name: str) -> firebase_admin.App:
@@ -93,6 +97,7 @@ class FcmChannel:
         remaining = list(tokens)
 
         async def attempt() -> str:
+            await self._fresh_credential()
             batch = await messaging.send_each_async([self._message(page, t, ack_token) for t in remaining], app=self.app)
             sent, errors = [], []
             for token, response in zip(list(remaining), batch.responses):
@@ -119,10 +124,27 @@ class FcmChannel:
             return Outcome(False, reason=exc.reason, dead_tokens=tuple(dead))
         return Outcome(True, ref=ref, dead_tokens=tuple(dead))
 
+    async def _fresh_credential(self) -> None:
+        """Refresh the OAuth token in a worker thread, ahead of time.
+
+        firebase-admin's async client refreshes an expired token with google-auth's *synchronous*
+        transport inside the event loop, which would stall every window while the token endpoint
+        answers. Keeping the token fresh here means that in-loop refresh never runs.
+        """
+        credential = self.app.credential.get_credential()
+        now = datetime.now(UTC).replace(tzinfo=None)  # google-auth keeps naive UTC expiries
+        if credential.valid and credential.expiry and credential.expiry - now > REFRESH_AHEAD:
+            return
+        try:
+            await asyncio.to_thread(credential.refresh, google_requests.Request())
+        except (google_exceptions.TransportError, google_exceptions.RefreshError) as exc:
+            raise ProviderError(f"transient: cannot get an FCM access token ({type(exc).__name__})", transient=True) from None
+
     async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
         if not contact.push_tokens or self.breaker.state == resilience.OPEN:
             return
         try:
+            await self._fresh_credential()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 notices = [
@@ -135,4 +157,8 @@ class FcmChannel:
             log.warning("push notice to %s failed: %s", contact.id, type(exc).__name__)
 
     async def close(self) -> None:
-        firebase_admin.delete_app(self.app)
+        # delete_app() closes the async client with asyncio.run(), impossible inside a running loop:
+        # close it here first, then let delete_app run (now a no-op close) in a worker thread.
+        service = messaging._get_messaging_service(self.app)
+        await service._async_client.aclose()
+        await asyncio.to_thread(firebase_admin.delete_app, self.app)
