@@ -54,3 +54,7 @@ def sms_reply(text: str | None) -> str:
     if text:
         response.message(text)
     return str(response)
+
+
+def test_call() -> str:
+    return say_and_hang_up("This is a test call from escalator. This phone receives pages. No action is needed. Goodbye.")

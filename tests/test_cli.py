@@ -312,3 +312,11 @@ def test_db_commands(cli: Cli) -> None:
     assert data["current"] == data["head"] and data["head"]
     again = cli("db", "upgrade")
     assert again.exit_code == 0 and f"already at {data['head']}" in again.stdout
+
+
+def test_contact_test_in_dry_run(applied: Cli) -> None:
+    result = applied("contact", "test", "alice", "--wait", "2")
+    assert result.exit_code == 0, result.output
+    assert [line.split(" (")[0] for line in result.stdout.splitlines()] == ["voice: dry-run", "sms: dry-run", "push: dry-run"]
+    assert applied("contact", "test", "nobody").exit_code == 2
+    assert "'fax' is not one of" in applied("contact", "test", "alice", "--channel", "fax").stderr

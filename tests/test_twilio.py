@@ -261,3 +261,49 @@ def test_delivery_failures_feed_the_unreachable_rule(ladders, db_url, nats_serve
     reasons = sorted(e.data["reason"] for e in timeline if e.event == "page_failed")
     assert reasons == ["UNREGISTERED", "sms undelivered", "voice no-answer"]
     assert [e for e in timeline if e.event == "passed"][0].data["reason"].startswith("unreachable")
+
+
+def test_key_press_after_someone_else_took_it_is_answered_with_who(ladders, db_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
+            await publish(nats_server.url, "incidents.urgent", urgent("t-1", "slow"))
+            await eventually(lambda: double.calls and double.calls[0].statuses)
+            await publish(nats_server.url, "incidents.ack", {"id": "t-1", "by": "dispatcher"})
+            await eventually(lambda: status(daemon, "t-1") == "acknowledged")
+            url = f"{daemon.settings.public_url}/twilio/gather?incident=t-1&key=c1.l0.alice.voice&attempt=1"
+            return await double.post(url, {"CallSid": double.calls[0].sid, "Digits": "1"}), daemon.store.timeline("t-1")
+
+    (code, xml), (timeline, notes) = asyncio.run(scenario())
+    assert code == 200 and "Incident t-1 was already taken by dispatcher" in xml and "<Hangup" in xml
+    assert [e.data["by"] for e in timeline if e.event == "acknowledged"] == ["dispatcher"]
+    assert any("acknowledgement by alice by key press changed nothing" in n.note for n in notes)
+
+
+def test_contact_test_reports_delivery(ladders, db_url, nats_server, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from escalator.cli import app
+
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
+            s = daemon.settings
+            env = {
+                "ESCALATOR_DATABASE_URL": db_url, "ESCALATOR_DATA_DIR": str(tmp_path / "data"), "ESCALATOR_DRY_RUN": "false",
+                "ESCALATOR_TWILIO_ACCOUNT_SID": double.account_sid, "ESCALATOR_TWILIO_AUTH_TOKEN": double.auth_token,
+                "ESCALATOR_TWILIO_FROM": "+14155550100", "ESCALATOR_TWILIO_API_URL": double.url, "ESCALATOR_PUBLIC_URL": s.public_url,
+            }
+            double.answer[BOB] = "silent"
+            runner = CliRunner()
+            ok = await asyncio.to_thread(runner.invoke, app, ["contact", "test", "bob", "--wait", "10"], env=env)
+            double.text_status[CAROL] = "undelivered"
+            bad = await asyncio.to_thread(runner.invoke, app, ["contact", "test", "carol", "--channel", "sms", "--wait", "5"], env=env)
+            refused = await asyncio.to_thread(runner.invoke, app, ["contact", "test", "bob", "--channel", "push"], env=env)
+            return ok, bad, refused, double
+
+    ok, bad, refused, double = asyncio.run(scenario())
+    assert ok.exit_code == 0, ok.output
+    assert "voice: completed" in ok.stdout and "sms: delivered" in ok.stdout
+    assert any("This is a test call from escalator" in s for s in double.calls[0].said)
+    assert double.messages[0].body.startswith("Test page from escalator")
+    assert bad.exit_code == 1 and "sms: undelivered" in bad.stdout
+    assert refused.exit_code == 2 and "has no push tokens for push" in refused.stderr

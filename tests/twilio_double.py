@@ -37,6 +37,7 @@ class Message:
     to: str
     body: str
     form: dict[str, str]
+    status: str = "queued"
 
 
 class TwilioDouble:
@@ -64,6 +65,8 @@ class TwilioDouble:
         base = f"/2010-04-01/Accounts/{self.account_sid}"
         app.router.add_post(base + "/Calls.json", self._create_call)
         app.router.add_post(base + "/Messages.json", self._create_message)
+        app.router.add_get(base + "/Messages/{sid}.json", self._fetch)
+        app.router.add_get(base + "/Calls/{sid}.json", self._fetch)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -112,14 +115,24 @@ class TwilioDouble:
             return web.json_response(body, status=self.api_status), form, ""
         return None, form, f"{prefix}{next(self._ids):032d}"
 
+    async def _fetch(self, request: web.Request) -> web.Response:
+        sid = request.match_info["sid"]
+        for call in self.calls:
+            if call.sid == sid:
+                return web.json_response({"sid": sid, "status": call.statuses[-1] if call.statuses else "in-progress"})
+        for message in self.messages:
+            if message.sid == sid:
+                return web.json_response({"sid": sid, "status": message.status})
+        return web.json_response({"code": 20404, "message": "not found", "status": 404}, status=404)
+
     async def _create_message(self, request: web.Request) -> web.Response:
         error, form, sid = await self._reply(request, "SM")
         if error:
             return error
-        self.messages.append(Message(sid, form["To"], form["Body"], form))
-        if form.get("StatusCallback"):
-            status = self.text_status.get(form["To"], "delivered")
-            self._spawn(self._later(form["StatusCallback"], {"MessageSid": sid, "MessageStatus": status, "To": form["To"]}))
+        message = Message(sid, form["To"], form["Body"], form)
+        self.messages.append(message)
+        status = self.text_status.get(form["To"], "delivered")
+        self._spawn(self._deliver(message, status))
         return web.json_response({"sid": sid, "status": "queued", "to": form["To"], "body": form["Body"]}, status=201)
 
     async def _create_call(self, request: web.Request) -> web.Response:
@@ -163,9 +176,11 @@ class TwilioDouble:
         if callback:
             await self.post(callback, {"CallSid": call.sid, "CallStatus": status, "To": call.to})
 
-    async def _later(self, url: str, params: dict[str, str]) -> None:
+    async def _deliver(self, message: Message, status: str) -> None:
         await asyncio.sleep(0.05)
-        await self.post(url, params)
+        message.status = status
+        if message.form.get("StatusCallback"):
+            await self.post(message.form["StatusCallback"], {"MessageSid": message.sid, "MessageStatus": status, "To": message.to})
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -30,6 +30,7 @@ class Page:
     window_s: float
     code: str | None = None  # the SMS code a reply refers to (SMS pages only)
     leg_index: int = 0
+    test: bool = False  # `escalator contact test`: no incident behind it, nothing to acknowledge
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,16 @@ class Outcome:
     dead_tokens: tuple[str, ...] = ()  # push tokens the provider says no longer exist
 
 
+TEST_TEXT = "Test page from escalator: this phone receives pages. No reply needed."
+TERMINAL = {"delivered", "undelivered", "failed", "completed", "busy", "no-answer", "canceled", "accepted", "dry-run"}
+
+
 class Channel(Protocol):
     name: str
 
     async def send(self, page: Page) -> Outcome: ...
+
+    async def delivery_status(self, ref: str) -> str: ...
 
     async def notify(self, contact: Contact, incident_id: str, text: str) -> None: ...
 
@@ -70,6 +77,9 @@ class DryRunChannel:
     async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
         log.info("DRY-RUN %s notice to %s for incident %s: %s", self.name, contact.id, incident_id, text)
 
+    async def delivery_status(self, ref: str) -> str:
+        return "dry-run"
+
     async def close(self) -> None:
         return None
 
@@ -82,6 +92,9 @@ class NotConfiguredChannel:
 
     async def send(self, page: Page) -> Outcome:
         return Outcome(False, reason="not configured")
+
+    async def delivery_status(self, ref: str) -> str:
+        return "not configured"
 
     async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
         return None

@@ -80,7 +80,7 @@ class FcmChannel:
             return messaging.Message(
                 token=token,
                 data={
-                    "incident_id": page.incident_id, "summary": page.summary, "ack_token": ack_token,
+                    "incident_id": page.incident_id, "summary": page.summary, "ack_token": ack_token, "test": str(page.test).lower(),
                     "ack_url": f"{base}/ack", "pass_url": f"{base}/pass", "leg": page.leg,
                 },
                 notification=messaging.Notification(title="Urgent incident", body=page.summary),
@@ -139,6 +139,9 @@ class FcmChannel:
             await asyncio.to_thread(credential.refresh, google_requests.Request())
         except (google_exceptions.TransportError, google_exceptions.RefreshError) as exc:
             raise ProviderError(f"transient: cannot get an FCM access token ({type(exc).__name__})", transient=True) from None
+
+    async def delivery_status(self, ref: str) -> str:
+        return "accepted"  # FCM confirms acceptance; delivery to the device is not reported back
 
     async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
         if not contact.push_tokens or self.breaker.state == resilience.OPEN:

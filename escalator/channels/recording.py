@@ -45,6 +45,9 @@ class RecordingChannel:
         self.notices.append((contact.id, incident_id, text))
         self._wake()
 
+    async def delivery_status(self, ref: str) -> str:
+        return "delivered"
+
     async def close(self) -> None:
         return None
 

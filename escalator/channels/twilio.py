@@ -19,7 +19,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from escalator import replies, resilience
-from escalator.channels import Outcome, Page, describe
+from escalator.channels import TEST_TEXT, Outcome, Page, describe
 from escalator.ladders import Contact
 from escalator.resilience import BreakerOpen, CircuitBreaker, ProviderError
 
@@ -107,15 +107,16 @@ class TwilioChannel:
     async def _create(self, page: Page) -> str:
         query = {"incident": page.incident_id, "key": page.key}
         status_url = callback_url(self.public_url, "/twilio/status", channel=self.name, **query)
+        voice_path = "/twilio/test-call" if page.test else "/twilio/voice"
         try:
             if self.name == "sms":
+                body = TEST_TEXT if page.test else replies.page_text(page.summary, page.code or "")
                 message = await self.client.messages.create_async(
-                    to=page.contact.phone, from_=self.from_number, body=replies.page_text(page.summary, page.code or ""),
-                    status_callback=status_url,
+                    to=page.contact.phone, from_=self.from_number, body=body, status_callback=status_url,
                 )
                 return str(message.sid)
             call = await self.client.calls.create_async(
-                to=page.contact.phone, from_=self.from_number, url=callback_url(self.public_url, "/twilio/voice", **query),
+                to=page.contact.phone, from_=self.from_number, url=callback_url(self.public_url, voice_path, **query),
                 method="POST", status_callback=status_url, status_callback_method="POST",
                 machine_detection="Enable", timeout=30,
             )
@@ -131,6 +132,15 @@ class TwilioChannel:
             await self.client.messages.create_async(to=contact.phone, from_=self.from_number, body=text)
         except Exception as exc:  # a notice is best effort; it never blocks anything
             log.warning("notice to %s failed: %s", contact.id, type(exc).__name__)
+
+    async def delivery_status(self, ref: str) -> str:
+        """Twilio's current status of a message or call (for `escalator contact test`)."""
+        try:
+            if self.name == "sms":
+                return str((await self.client.messages(ref).fetch_async()).status)
+            return str((await self.client.calls(ref).fetch_async()).status)
+        except (TwilioRestException, ProviderError) as exc:
+            return f"unknown ({getattr(exc, 'msg', None) or getattr(exc, 'reason', exc)})"
 
     async def close(self) -> None:
         await self.client.http_client.close()

@@ -121,3 +121,70 @@ def list_(
             str(r.version), when(r.updated_at), r.updated_by,
         )
     console().print(table if records else "no contacts yet: `escalator apply ladders/`")
+
+
+@app.command("test")
+def test_page(
+    ctx: typer.Context,
+    contact_id: IdArg,
+    channel: Annotated[
+        list[str] | None, typer.Option("--channel", help="voice, sms or push (repeatable; default: every one the contact has).")
+    ] = None,
+    wait: Annotated[float, typer.Option("--wait", min=1, max=600, help="Seconds to wait for a final delivery status.")] = 60,
+) -> None:
+    """Send a test page and report its delivery status: check a phone before the night shift."""
+    import asyncio
+
+    st = state(ctx)
+    contact = st.catalog.contact_map().get(validate_value(Identifier, contact_id, "id"))
+    if contact is None:
+        raise InvalidInput(Problem(f"no contact named {contact_id!r}", field="contact"))
+    reachable = [c for c in ("voice", "sms") if contact.phone] + (["push"] if contact.push_tokens else [])
+    wanted = channel or reachable
+    for name in wanted:
+        if name not in ("voice", "sms", "push"):
+            raise InvalidInput(Problem(f"{name!r} is not one of voice, sms, push", field="--channel"))
+        if name not in reachable:
+            what = "push tokens" if name == "push" else "phone"
+            raise InvalidInput(Problem(f"contact {contact.id!r} has no {what} for {name}", field="--channel"))
+    results = asyncio.run(_send_tests(st.settings, contact, wanted, wait))
+    for name, status, detail in results:
+        typer.echo(f"{name}: {status}" + (f" ({detail})" if detail else ""))
+    if any(status not in GOOD for _, status, _ in results):
+        raise typer.Exit(1)
+
+
+GOOD = {"delivered", "completed", "accepted", "dry-run", "sent", "in-progress", "ringing", "queued"}
+
+
+async def _send_tests(settings, contact: Contact, names: list[str], wait: float) -> list[tuple[str, str, str]]:  # noqa: ANN001
+    import asyncio
+    import time
+    import uuid
+
+    from escalator.ack_tokens import AckTokens, load_or_create_key
+    from escalator.channels import TERMINAL, Page
+    from escalator.daemon import build_channels
+    from escalator.metrics import Metrics
+
+    key = settings.push_signing_key.get_secret_value() if settings.push_signing_key else load_or_create_key(settings.data_dir)
+    channels = build_channels(settings, Metrics(), AckTokens(key))
+    results = []
+    try:
+        for name in names:
+            page = Page(f"test-{uuid.uuid4().hex[:10]}", "test", name, contact, "Test page from escalator", 0, "test", wait, test=True)
+            outcome = await channels[name].send(page)
+            if not outcome.ok:
+                results.append((name, "failed", outcome.reason or ""))
+                continue
+            status, deadline = "sent", time.monotonic() + wait
+            while time.monotonic() < deadline:
+                status = await channels[name].delivery_status(outcome.ref or "")
+                if status in TERMINAL or status.startswith("unknown"):
+                    break
+                await asyncio.sleep(1)
+            results.append((name, status, outcome.ref or ""))
+    finally:
+        for ch in channels.values():
+            await ch.close()
+    return results

@@ -103,6 +103,11 @@ def twilio_routes(hooks: TwilioHooks | None, auth_token: str | None, public_url:
         body = await hooks.gather(q.get("incident", ""), q.get("key", ""), params.get("Digits", ""), _attempt(q))  # type: ignore[union-attr]
         return Response(body, media_type=XML)
 
+    async def test_call(request: Request) -> Response:
+        if await signed(request) is None:
+            return forbidden()
+        return Response(twiml.test_call(), media_type=XML)
+
     async def status(request: Request) -> Response:
         params = await signed(request)
         if params is None:
@@ -117,6 +122,7 @@ def twilio_routes(hooks: TwilioHooks | None, auth_token: str | None, public_url:
         Route("/twilio/voice", voice, methods=["POST"]),
         Route("/twilio/gather", gather, methods=["POST"]),
         Route("/twilio/status", status, methods=["POST"]),
+        Route("/twilio/test-call", test_call, methods=["POST"]),
     ]
 
 
