@@ -113,14 +113,18 @@ def test_sms_ack_code_acknowledges_but_not_from_another_number(ladders, db_url, 
         async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
             await publish(nats_server.url, "incidents.urgent", urgent("s-1", "slow"))
             await eventually(lambda: double.messages)
+            await eventually(lambda: double.calls and double.calls[0].statuses == ["completed"])  # alice let it ring out
             code = code_in(double.messages[0].body)
             wrong_sender = await double.post(sms_url(daemon), {"From": BOB, "Body": f"ACK {code}"})
             assert status(daemon, "s-1") == "open"
             reply = await double.post(sms_url(daemon), {"From": ALICE, "Body": f" ack {code} "})
             again = await double.post(sms_url(daemon), {"From": ALICE, "Body": f"ACK {code}"})
-            return wrong_sender, reply, again, events(daemon, "s-1"), status(daemon, "s-1")
+            return wrong_sender, reply, again, events(daemon, "s-1"), status(daemon, "s-1"), double.calls[0]
 
-    wrong_sender, reply, again, timeline, state = asyncio.run(scenario())
+    wrong_sender, reply, again, timeline, state, unanswered = asyncio.run(scenario())
+    # nobody pressed a key on alice's call: the prompt was said 3 times, then the call ended
+    assert sum("Press 1 to take" in said for said in unanswered.said) == 3
+    assert unanswered.said[-1] == "No key was pressed. Goodbye."
     assert wrong_sender[0] == 200 and "No open page has code" in wrong_sender[1]
     assert reply[0] == 200 and "<Message>You have incident s-1: No heat, 12 Elm St. Thank you.</Message>" in reply[1]
     assert state == "acknowledged" and "was already taken by alice" in again[1]
