@@ -28,7 +28,7 @@ from escalator.engine import Engine
 from escalator.ingest import Ingest
 from escalator.metrics import Metrics
 from escalator.settings import Settings
-from escalator.store.db import display_url, make_engine
+from escalator.store.db import display_url, make_engine, read_session
 from escalator.store.incidents import IncidentStore
 from escalator.store.migrate import require_current
 from escalator.store.sms_codes import SmsCodes
@@ -130,7 +130,7 @@ class Daemon:
                 self.embedded = EmbeddedNats(url, self.settings.data_dir / "nats")
                 await self.embedded.start()
             else:
-                log.info("NATS already reachable at %s; not starting an embedded server", url)
+                log.info("NATS already reachable at %s:%s; not starting an embedded server", parsed.hostname, parsed.port or 4222)
         await self.http.start()
         log.info("HTTP on http://%s:%d (/healthz, /readyz, /metrics)", self.settings.http_host, self.settings.http_port)
         await self.engine.start()
@@ -158,7 +158,8 @@ class Daemon:
                 self.nats, self.nats_error = nc, None
                 self.ingest.js = self.publisher.js = js
                 self.publisher.kick()
-                log.info("NATS connected: %s", nc.connected_url.netloc if nc.connected_url else "?")
+                url = nc.connected_url
+                log.info("NATS connected: %s:%s", url.hostname if url else "?", url.port if url else "?")
                 return
             except Exception as exc:
                 self.nats_error = f"{type(exc).__name__}: {exc}"[:200]
@@ -194,8 +195,8 @@ class Daemon:
 
     async def readiness(self) -> dict[str, Any]:
         def ping() -> None:
-            with self.db.connect() as connection:
-                connection.execute(sa.text("SELECT 1"))
+            with read_session(self.db) as session:
+                session.execute(sa.text("SELECT 1"))
 
         database: dict[str, Any] = {"ok": True}
         try:

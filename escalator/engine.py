@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,6 +50,8 @@ class Engine:
         self.windows = Windows(self.window_expired)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._page_tasks: dict[str, set[asyncio.Task[Any]]] = {}  # pages in flight, per incident
+        self._stopped: set[asyncio.Task[Any]] = set()  # page tasks cancelled because the incident closed
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -77,7 +80,11 @@ class Engine:
             claim = await asyncio.to_thread(self.store.claim_resend, page, incident_id)
             if claim is not None:
                 resent += 1
-                self._spawn(self._send(incident_id, page, claim.summary, claim.contacts.get(page.contact)))
+                if claim.walk is not None and claim.walk.deadline is not None:  # retries end with the leg
+                    left = (claim.walk.deadline - self.now()).total_seconds()
+                    page = replace(page, window_s=max(min(page.window_s, left), 1.0))
+                coro = self._send(incident_id, page, claim.summary, claim.contacts.get(page.contact))
+                self._spawn(coro, page_of=incident_id)
         await self.refresh_gauges()
         log.info("recovered %d open windows, re-sent %d interrupted pages", len(windows), resent)
 
@@ -117,7 +124,13 @@ class Engine:
             await self.handle(incident_id, walk.WindowExpired(cycle, leg_index))
         except Exception:  # a failed step must not lose the window: try again shortly
             log.exception("window of incident %s could not be processed; retrying in 1s", incident_id)
-            self.windows.arm(incident_id, self.now() + timedelta(seconds=1), cycle, leg_index)
+            # Not through the scheduler: re-arming under the incident's job id could replace a newer
+            # window armed meanwhile. A stale retry is harmless: the walk ignores an old (cycle, leg).
+            self._spawn(self._window_retry(incident_id, cycle, leg_index, deadline))
+
+    async def _window_retry(self, incident_id: str, cycle: int, leg_index: int, deadline: datetime) -> None:
+        await asyncio.sleep(1)
+        await self.window_expired(incident_id, cycle, leg_index, deadline)
 
     # -- carrying out -------------------------------------------------------------------------------
 
@@ -129,12 +142,15 @@ class Engine:
             elif isinstance(command, CancelWindow):
                 self.windows.cancel(incident_id)
             elif isinstance(command, PageCmd):
-                self._spawn(self._send(incident_id, command, result.summary, result.contacts.get(command.contact)))
+                coro = self._send(incident_id, command, result.summary, result.contacts.get(command.contact))
+                self._spawn(coro, page_of=incident_id)
             elif isinstance(command, Notify):
                 self._spawn(self._notify(incident_id, command, result.contacts))
             elif isinstance(command, Emit):
                 emitted = True
                 self._count(command)
+                if command.event in ("acknowledged", "resolved"):
+                    self._stop_pages(incident_id)
         if emitted:
             self.on_events()
 
@@ -145,7 +161,25 @@ class Engine:
         if emit.event in ("page_sent", "page_failed"):
             self.metrics.pages.labels(emit.fields.get("channel", "?"), emit.event.removeprefix("page_")).inc()
 
+    def _stop_pages(self, incident_id: str) -> None:
+        """Somebody owns the incident (or it is resolved): pages still retrying must not ring anyone."""
+        for task in self._page_tasks.pop(incident_id, set()):
+            if task is not asyncio.current_task() and not task.done():
+                self._stopped.add(task)
+                task.cancel()
+
     async def _send(self, incident_id: str, command: PageCmd, summary: str, contact: Any) -> None:
+        try:
+            await self._deliver(incident_id, command, summary, contact)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task in self._stopped:  # not a shutdown: record why this page ended
+                self._stopped.discard(task)
+                stop = PageFailed(command, "stopped: the incident was taken or resolved")
+                self._spawn(self._retrying(self.handle, incident_id, stop))
+            raise
+
+    async def _deliver(self, incident_id: str, command: PageCmd, summary: str, contact: Any) -> None:
         channel = self.channels.get(command.channel)
         if channel is None or contact is None:
             outcome = Outcome(False, reason="no such channel" if channel is None else "contact no longer exists")
@@ -202,10 +236,20 @@ class Engine:
     def _lock(self, incident_id: str) -> _IncidentLock:
         return _IncidentLock(self._locks, incident_id)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, page_of: str | None = None) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if page_of is not None:
+            pages = self._page_tasks.setdefault(page_of, set())
+            pages.add(task)
+
+            def done(t: asyncio.Task[Any]) -> None:
+                pages.discard(t)
+                if not pages and self._page_tasks.get(page_of) is pages:
+                    del self._page_tasks[page_of]
+
+            task.add_done_callback(done)
 
 
 class _IncidentLock:

@@ -143,6 +143,11 @@ async def call(
             else:
                 breaker.success()  # the provider answered; the request was wrong
             raise
+        except BaseException:
+            # Cancelled (the page's window ended mid-call) or a bug: the outcome is unknown, which
+            # must still release a half-open probe, or the breaker would refuse every call forever.
+            breaker.failure()
+            raise
         breaker.success()
         return result
 

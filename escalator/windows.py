@@ -19,7 +19,11 @@ OnExpire = Callable[[str, int, int, datetime], Awaitable[None]]
 class Windows:
     def __init__(self, on_expire: OnExpire):
         self._on_expire = on_expire
-        self._scheduler = AsyncIOScheduler(job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1})
+        # max_instances: a slow, stale run for an incident must never make APScheduler skip (and so
+        # drop) that incident's next window; the walk ignores stale windows, so overlap is harmless.
+        self._scheduler = AsyncIOScheduler(
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1000}
+        )
 
     def start(self) -> None:
         self._scheduler.start()

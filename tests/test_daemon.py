@@ -152,3 +152,62 @@ def test_daemon_starts_while_nats_is_down_and_catches_up(ladders, db_url, tmp_pa
     finally:
         server.stop()
     assert {p.page.incident_id for p in recorder.pages} == {"late-1"}
+
+
+def test_a_slow_stale_window_never_makes_the_scheduler_drop_the_next_one() -> None:
+    from datetime import timedelta
+
+    from escalator import clock
+    from escalator.windows import Windows
+
+    fired: list[tuple[int, int]] = []
+    release = asyncio.Event()
+
+    async def on_expire(incident_id, cycle, leg_index, deadline) -> None:
+        fired.append((cycle, leg_index))
+        if leg_index == 0:
+            await release.wait()  # a stale run stuck on the database
+
+    async def scenario() -> None:
+        windows = Windows(on_expire)
+        windows.start()
+        windows.arm("inc", clock.now(), 1, 0)
+        await eventually(lambda: fired == [(1, 0)])
+        windows.arm("inc", clock.now() + timedelta(milliseconds=100), 1, 1)  # the next leg's window
+        await eventually(lambda: (1, 1) in fired, timeout=5)
+        release.set()
+        windows.shutdown()
+
+    asyncio.run(scenario())
+    assert fired == [(1, 0), (1, 1)]
+
+
+def test_repeated_form_parameters_are_signed_with_all_their_values() -> None:
+    import aiohttp
+    from multidict import MultiDict
+    from twilio.request_validator import RequestValidator
+
+    class Hooks:
+        async def sms(self, phone, body):
+            return f"got {body}"
+
+    async def scenario():
+        port = free_port()
+        public = f"http://127.0.0.1:{port}"
+        server = HttpServer(create_app(_never_ready, Metrics().registry, Hooks(), "token", public), "127.0.0.1", port)
+        await server.start()
+        try:
+            form = MultiDict([("From", "+14155550101"), ("Body", "first"), ("Body", "ACK 1234")])
+            signature = RequestValidator("token").compute_signature(public + "/twilio/sms", form)
+            async with aiohttp.ClientSession() as session:
+                async with session.post(public + "/twilio/sms", data=list(form.items()), headers={"X-Twilio-Signature": signature}) as r:
+                    return r.status, await r.text()
+        finally:
+            await server.stop()
+
+    status, body = asyncio.run(scenario())
+    assert status == 200 and "got ACK 1234" in body
+
+
+async def _never_ready() -> dict:
+    return {"database": {"ok": True}}

@@ -43,3 +43,25 @@ def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(tmp_path) -> N
 def test_migrations_ship_inside_the_package_layout() -> None:
     folder = migrate.migrations_dir()
     assert (folder / "env.py").is_file() and list((folder / "versions").glob("0001_*.py"))
+
+
+def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path) -> None:
+    import time
+
+    from escalator.store.db import read_session
+
+    engine = make_engine(f"sqlite:///{tmp_path}/x.db")
+    try:
+        with engine.begin() as c:
+            c.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        writer = engine.connect()
+        writer.begin()  # BEGIN IMMEDIATE: holds the write lock
+        writer.exec_driver_sql("INSERT INTO t VALUES (1)")
+        started = time.monotonic()
+        with read_session(engine) as session:
+            assert session.execute(sa.text("SELECT count(*) FROM t")).scalar() == 0
+        assert time.monotonic() - started < 1.0  # not the 30 s busy timeout
+        writer.rollback()
+        writer.close()
+    finally:
+        engine.dispose()

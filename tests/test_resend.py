@@ -9,7 +9,7 @@ from escalator.channels.recording import RecordingChannel
 from escalator.engine import Engine
 from escalator.metrics import Metrics
 from escalator.store.incidents import IncidentStore, NewIncident
-from escalator.walk import Acknowledge
+from escalator.walk import Acknowledge, WindowExpired
 from tests.harness import eventually
 from tests.test_engine import ladders  # noqa: F401 - fixture
 
@@ -76,17 +76,58 @@ def test_pending_pages_of_a_finished_leg_are_not_resent(ladders) -> None:
         await engine.start()
         await engine.open(NewIncident("inc-s", "slow", "Flooded basement"))
         await hung.wait_for(3)
-        await engine.handle("inc-s", Acknowledge("ops"))
-        for task in list(engine._tasks):
+        for task in list(engine._tasks):  # the process dies with alice's pages unconfirmed
             task.cancel()
         engine.windows.shutdown()
+        # while it is down, alice's leg ends (another process, or the window on a restart)
+        store.step("inc-s", WindowExpired(1, 0), clock.now())
         after = RecordingChannel("after")
         engine = engine_with(store, after)
         await engine.start()
-        await asyncio.sleep(0.3)
+        await eventually(lambda: len(after.pages) == 2)
         await engine.stop()
         return after
 
     after = asyncio.run(scenario())
-    assert after.pages == []
-    assert {p.status for p in store.pages("inc-s")} == {"abandoned"}
+    assert sorted(p.page.contact.id for p in after.pages) == ["bob", "bob"]  # the current leg's pages, once
+    alice = [p for p in store.pages("inc-s") if p.contact == "alice"]
+    assert {p.status for p in alice} == {"abandoned"}
+
+
+def test_pages_still_retrying_stop_when_somebody_takes_the_incident(ladders) -> None:
+    """An ack must stop pages already in flight (a voice retry must not ring anyone afterwards)."""
+    store = IncidentStore(ladders.engine)
+
+    async def scenario() -> Engine:
+        hung = RecordingChannel("hung", hang={"alice"})
+        engine = engine_with(store, hung)
+        await engine.start()
+        await engine.open(NewIncident("inc-stop", "slow", "Flooded basement"))
+        await hung.wait_for(3)
+        assert engine._page_tasks.get("inc-stop")
+        await engine.handle("inc-stop", Acknowledge("ops"))
+        await eventually(lambda: {p.status for p in store.pages("inc-stop")} == {"failed"}, timeout=5)
+        await engine.stop()
+        return engine
+
+    engine = asyncio.run(scenario())
+    assert engine._page_tasks == {} and engine._stopped == set()
+    pages = store.pages("inc-stop")
+    assert {p.reason for p in pages} == {"stopped: the incident was taken or resolved"}
+    events = [e.event for e in store.timeline("inc-stop")[0]]
+    assert events.index("acknowledged") < events.index("page_failed")
+
+
+def test_a_shutdown_leaves_unfinished_pages_pending_for_the_resend_rule(ladders) -> None:
+    store = IncidentStore(ladders.engine)
+
+    async def scenario() -> None:
+        hung = RecordingChannel("hung", hang={"alice"})
+        engine = engine_with(store, hung)
+        await engine.start()
+        await engine.open(NewIncident("inc-down", "slow", "Flooded basement"))
+        await hung.wait_for(3)
+        await engine.stop(grace=0.1)
+
+    asyncio.run(scenario())
+    assert {p.status for p in store.pages("inc-down")} == {"pending"}

@@ -154,3 +154,39 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     low = backoff(initial=0.5, maximum=8.0, rng=lambda: 0.0)
     state.attempt_number = 3
     assert low(state) == 1.0  # full jitter keeps at least half the step
+
+
+def test_a_cancelled_probe_does_not_leave_the_breaker_stuck_half_open() -> None:
+    clock = VirtualTime()
+    breaker = CircuitBreaker("voice", failure_threshold=1, reset_timeout=30, clock=clock)
+    breaker.failure()
+    clock.now += 30
+
+    async def hang() -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    async def cut_off() -> None:
+        task = asyncio.ensure_future(call(hang, breaker, deadline=clock() + 60, clock=clock, sleep=clock.sleep))
+        await asyncio.sleep(0)
+        assert breaker.state == HALF_OPEN
+        task.cancel()  # what the engine's window timeout does to a hung page
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(cut_off())
+    assert breaker.state == OPEN  # an unknown outcome counts as a failed probe ...
+    clock.now += 30
+    assert run(call(Provider("ok"), breaker, deadline=clock() + 60, clock=clock, sleep=clock.sleep)) == "ok"
+    assert breaker.state == CLOSED  # ... and the next cool-down lets a probe through again
+
+
+def test_an_unexpected_error_releases_the_probe_too() -> None:
+    clock = VirtualTime()
+    breaker = CircuitBreaker("push", failure_threshold=1, reset_timeout=30, clock=clock)
+    breaker.failure()
+    clock.now += 30
+    with pytest.raises(KeyError):
+        run(call(Provider(KeyError("bug")), breaker, deadline=clock() + 60, clock=clock, sleep=clock.sleep))
+    clock.now += 30
+    assert breaker.allow()

@@ -80,3 +80,30 @@ def test_database_password_is_hidden_when_shown() -> None:
 
     shown = display_url("postgresql+psycopg://escalator:hunter2@db:5432/escalator")
     assert "hunter2" not in shown and "escalator@db" not in shown and "***" in shown
+
+
+def test_logs_mask_phones_and_url_credentials_even_in_tracebacks() -> None:
+    import logging
+
+    from escalator.logs import MaskingFilter
+
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "paging %s via nats://user:hunter2@nats:4222", ("+14155550101",), None)
+    try:
+        raise RuntimeError("INSERT failed [parameters: ('+14155550199', 'postgresql://esc:pw@db/x')]")
+    except RuntimeError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    assert MaskingFilter().filter(record)
+    text = logging.Formatter().format(record)
+    for secret in ("+14155550101", "+14155550199", "hunter2", ":pw@"):
+        assert secret not in text, secret
+    assert "+1415*****01" in text and "nats://***@nats:4222" in text
+
+
+def test_sql_errors_do_not_carry_parameters(tmp_path) -> None:
+    from escalator.store.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path}/x.db")
+    assert engine.hide_parameters
+    engine.dispose()

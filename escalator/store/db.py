@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from escalator.errors import EscalatorError
 
 BUSY_TIMEOUT_S = 30
+READ_ONLY = "escalator_read_only"
 # Serialises ladder/contact writes on PostgreSQL (SQLite's BEGIN IMMEDIATE already does). Catalog
 # edits are rare human actions, so one lock for all of them is simpler and obviously correct.
 CATALOG_LOCK_KEY = 0x65736361  # "esca"
@@ -33,6 +34,8 @@ def display_url(url: str) -> str:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
+    # hide_parameters: SQL errors would otherwise carry phone numbers, codes and tokens into logs.
+    kwargs.setdefault("hide_parameters", True)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, **kwargs)
@@ -57,7 +60,9 @@ def _sqlite_engine(url: sa.URL, **kwargs: Any) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the lock up front; pure reads (read_session, readiness) must not queue behind them.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -73,7 +78,8 @@ def write_session(engine: Engine, *, catalog: bool = False) -> Iterator[Session]
 
 @contextmanager
 def read_session(engine: Engine) -> Iterator[Session]:
-    with Session(engine, expire_on_commit=False) as session, session.begin():
+    """A read-only transaction (on SQLite a plain BEGIN, which takes no write lock)."""
+    with Session(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False) as session, session.begin():
         yield session
 
 

@@ -139,11 +139,12 @@ class IncidentStore:
             new_walk, commands = walk_.decide(walk, event, now)
             if isinstance(event, (PageSent, PageFailed)):
                 page = session.get(PageRow, (incident_id, event.page.key))
-                if page is not None:
-                    page.status = "sent" if isinstance(event, PageSent) else "failed"
-                    page.ref = event.ref if isinstance(event, PageSent) else page.ref
-                    page.reason = event.reason if isinstance(event, PageFailed) else None
-                    page.updated_at = now
+                if isinstance(event, PageFailed) and page is not None:
+                    page.status, page.reason, page.updated_at = "failed", event.reason, now
+                elif page is not None:  # a failure reported first (a fast status callback) stays failed
+                    page.ref, page.updated_at = event.ref, now
+                    if page.status == "pending":
+                        page.status = "sent"
             if not commands:
                 if note_if_ignored:
                     self._note(session, incident_id, now, f"{note_if_ignored} (incident is {row.status})")

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -70,12 +71,13 @@ def twilio_routes(hooks: TwilioHooks | None, auth_token: str | None, public_url:
 
     async def signed(request: Request) -> dict[str, str] | None:
         body = (await request.body()).decode("utf-8", "replace")
-        params = dict(parse_qsl(body, keep_blank_values=True))
+        # A multi-dict: a repeated parameter is signed with all its values (the validator uses getlist).
+        form = ImmutableMultiDict(parse_qsl(body, keep_blank_values=True))
         url = public_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
         signature = request.headers.get("X-Twilio-Signature", "")
-        if validator is None or hooks is None or not signature or not validator.validate(url, params, signature):
+        if validator is None or hooks is None or not signature or not validator.validate(url, form, signature):
             return None
-        return params
+        return dict(form)
 
     def forbidden() -> Response:
         return PlainTextResponse("invalid or missing X-Twilio-Signature\n", status_code=403)
