@@ -1,0 +1,90 @@
+"""deploy/k8s renders and validates strictly offline; the Dockerfile lints clean; the shipped ladders validate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from tests.conftest import REPO
+
+BIN = Path(sys.executable).parent
+KUBERNETES = "1.37.0"
+
+
+def render(target: str) -> str:
+    result = subprocess.run([str(BIN / "kubectl"), "kustomize", str(REPO / target)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def validate(manifests: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "kubernetes-validate"), "--strict", "-k", KUBERNETES, "-"],
+        input=manifests, capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.parametrize("target", ["deploy/k8s/base", "deploy/k8s/overlays/production"])
+def test_manifests_render_and_validate_strictly(target: str) -> None:
+    result = validate(render(target))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed for resource deployment/escalator" in result.stdout + result.stderr
+
+
+def test_strict_validation_catches_a_misspelled_field() -> None:
+    broken = render("deploy/k8s/base").replace("readOnlyRootFilesystem", "readOnlyRootFileSystem", 1)
+    assert validate(broken).returncode != 0
+
+
+def test_production_deployment_is_locked_down() -> None:
+    docs = list(YAML(typ="safe").load_all(render("deploy/k8s/overlays/production")))
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for kind in ("Deployment", "Service", "Ingress", "Job", "PodDisruptionBudget", "NetworkPolicy", "ServiceAccount"):
+        assert any(k == kind for k, _ in kinds), kind
+    assert all(d["metadata"].get("namespace") == "escalator" for d in docs)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "registry.example.com/escalator:0.1.0"
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}
+    }
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["limits"]["memory"] == "1Gi"
+    assert pod["terminationGracePeriodSeconds"] >= 30
+    # one replica, never two during a rollout, until leases land (README "The daemon")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    secrets = {e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
+    assert {"database-url", "twilio-auth-token", "push-signing-key"} <= secrets
+    assert not any(e.get("value") for e in container["env"])  # no secret inline
+    ingress = next(d for d in docs if d["kind"] == "Ingress")
+    paths = {p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
+    assert paths == {"/twilio", "/api/v1"}  # /metrics and /readyz stay inside the cluster
+    ladders = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("escalator-ladders"))
+    assert set(ladders["data"]) == {"contacts.yaml", "after-hours.yaml"}
+    job = next(d for d in docs if d["kind"] == "Job")
+    volume = job["spec"]["template"]["spec"]["volumes"][0]
+    assert volume["configMap"]["name"] == ladders["metadata"]["name"]  # the generated (hashed) name is wired through
+
+
+def test_overlay_ladders_validate(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(BIN / "escalator"), "ladder", "validate", str(REPO / "deploy/k8s/overlays/production/ladders"), "--offline"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_dockerfile_lints_clean_and_runs_as_non_root() -> None:
+    result = subprocess.run([str(BIN / "hadolint"), str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (REPO / "Dockerfile").read_text()
+    assert "USER 10001" in text and 'ENTRYPOINT ["escalator"]' in text and text.count("FROM ") == 2
+    bad = subprocess.run([str(BIN / "hadolint"), "-"], input="FROM python\nRUN apt-get install curl\n", capture_output=True, text=True)
+    assert bad.returncode != 0  # the linter does refuse a bad Dockerfile
