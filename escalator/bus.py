@@ -38,10 +38,13 @@ async def connect(servers: list[str], name: str = "escalator", forever: bool = T
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
-    """Create the streams if missing (an existing stream keeps its configuration)."""
+    """Create the streams if missing; bring an existing stream to the configured replica count."""
     for config in (INCIDENTS, ESCALATIONS):
         try:
-            await js.stream_info(config.name)
+            info = await js.stream_info(config.name)
+            if info.config.num_replicas != replicas:
+                log.warning("stream %s has %s replicas; scaling to %d", config.name, info.config.num_replicas, replicas)
+                await js.update_stream(dataclasses.replace(info.config, num_replicas=replicas))
         except nats.js.errors.NotFoundError:
             try:
                 await js.add_stream(dataclasses.replace(config, num_replicas=replicas))

@@ -146,6 +146,7 @@ class Daemon:
     async def _connect_nats(self) -> None:
         delay = 0.5
         while not self.stop_event.is_set():
+            nc = None
             try:
                 nc = await bus.connect(
                     self.settings.nats_servers,
@@ -154,7 +155,7 @@ class Daemon:
                     reconnected_cb=self._nats_reconnected,
                 )
                 js = nc.jetstream()
-                await bus.ensure_streams(js)
+                await bus.ensure_streams(js, self.settings.nats_stream_replicas)
                 self.nats, self.nats_error = nc, None
                 self.ingest.js = self.publisher.js = js
                 self.publisher.kick()
@@ -163,7 +164,9 @@ class Daemon:
                 return
             except Exception as exc:
                 self.nats_error = f"{type(exc).__name__}: {exc}"[:200]
-                log.warning("NATS unreachable (%s); retrying in %.1fs", self.nats_error, delay)
+                log.warning("NATS not ready (%s); retrying in %.1fs", self.nats_error, delay)
+                if nc is not None and not nc.is_closed:  # connected, but the streams are not ready yet
+                    await nc.close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     push_signing_key: SecretStr | None = None
     # Ask iOS for a critical alert (needs Apple's entitlement); otherwise time-sensitive.
     push_critical: bool = False
+    # JetStream replicas for the INCIDENTS and ESCALATIONS streams: 3 on a production cluster.
+    nats_stream_replicas: int = Field(default=1, ge=1, le=5)
     # Tests and drills only: every acknowledgment window is multiplied by this (0.01-1).
     window_scale: float = Field(default=1.0, ge=0.01, le=1.0)
 

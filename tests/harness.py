@@ -167,3 +167,52 @@ class DaemonProcess:
             self.process.terminate()
             return self.process.wait(30)
         return self.process.returncode if self.process else 0
+
+
+class NatsCluster:
+    """Three nats-server nodes with JetStream, clustered over loopback routes."""
+
+    def __init__(self, root: Path, size: int = 3):
+        self.client_ports = [free_port() for _ in range(size)]
+        self.cluster_ports = [free_port() for _ in range(size)]
+        self.stores = [root / f"node{i}" for i in range(size)]
+        self.processes: list[subprocess.Popen[bytes] | None] = [None] * size
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"nats://127.0.0.1:{p}" for p in self.client_ports]
+
+    def start(self, i: int) -> None:
+        binary = shutil.which("nats-server", path=str(BIN))
+        routes = ",".join(f"nats://127.0.0.1:{p}" for j, p in enumerate(self.cluster_ports) if j != i)
+        self.stores[i].mkdir(parents=True, exist_ok=True)
+        self.processes[i] = subprocess.Popen(
+            [binary, "-js", "-a", "127.0.0.1", "-p", str(self.client_ports[i]), "-sd", str(self.stores[i]),
+             "--server_name", f"n{i}", "--cluster_name", "escalator-test",
+             "--cluster", f"nats://127.0.0.1:{self.cluster_ports[i]}", "--routes", routes],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def start_all(self) -> None:
+        for i in range(len(self.client_ports)):
+            self.start(i)
+        for port in self.client_ports:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "cluster node did not start"
+                    time.sleep(0.05)
+
+    def stop(self, i: int) -> None:
+        process = self.processes[i]
+        if process and process.poll() is None:
+            process.terminate()
+            process.wait(10)
+        self.processes[i] = None
+
+    def stop_all(self) -> None:
+        for i in range(len(self.processes)):
+            self.stop(i)
