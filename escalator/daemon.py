@@ -91,7 +91,7 @@ class Daemon:
         self.engine = Engine(
             self.store, self.channels, self.metrics, settings.default_ladder, on_events=self.publisher.kick, codes=self.codes
         )
-        self.ingest = Ingest(self.engine)
+        self.ingest = Ingest(self.engine, on_lag=self.metrics.ingest_lag.observe)
         self.intake = Intake(self.engine, self.store, self.codes, settings.public_url, tokens=self.tokens)
         self.nats: Any = None
         self.nats_error: str | None = "not connected yet"

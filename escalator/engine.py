@@ -18,6 +18,7 @@ from typing import Any
 
 from escalator import clock, walk
 from escalator.channels import Channel, Outcome, Page
+from escalator.logs import incident_var
 from escalator.metrics import Metrics
 from escalator.store.incidents import IncidentStore, NewIncident, StepResult
 from escalator.store.sms_codes import SmsCodes
@@ -96,6 +97,7 @@ class Engine:
 
     async def open(self, new: NewIncident) -> StepResult:
         """Open an incident (raises store.Rejected for an unknown ladder with no default)."""
+        incident_var.set(new.id)
         async with self._lock(new.id):
             result = await asyncio.to_thread(self.store.open, new, self.default_ladder, self.now())
             self._carry_out(new.id, result)
@@ -104,12 +106,14 @@ class Engine:
         return result
 
     async def handle(self, incident_id: str, event: Event, note_if_ignored: str | None = None) -> StepResult:
+        incident_var.set(incident_id)
         async with self._lock(incident_id):
             result = await asyncio.to_thread(self.store.step, incident_id, event, self.now(), note_if_ignored)
             self._carry_out(incident_id, result)
         return result
 
     async def reject(self, reason: str, incident_id: str | None, msg_id: str) -> None:
+        incident_var.set(incident_id)
         self.metrics.rejected.inc()
         if incident_id:
             async with self._lock(incident_id):
@@ -119,6 +123,7 @@ class Engine:
         self.on_events()
 
     async def window_expired(self, incident_id: str, cycle: int, leg_index: int, deadline: datetime) -> None:
+        incident_var.set(incident_id)
         self.metrics.window_lateness.observe(max((self.now() - deadline).total_seconds(), 0.0))
         try:
             await self.handle(incident_id, walk.WindowExpired(cycle, leg_index))
@@ -149,6 +154,8 @@ class Engine:
             elif isinstance(command, Emit):
                 emitted = True
                 self._count(command)
+                if command.event == "acknowledged" and result.opened_at is not None:
+                    self.metrics.time_to_acknowledge.observe((command.at - result.opened_at).total_seconds())
                 if command.event in ("acknowledged", "resolved"):
                     self._stop_pages(incident_id)
         if emitted:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from nats.aio.msg import Msg
@@ -56,8 +58,9 @@ async def dispatch(engine: EngineLike, message: messages.Urgent | messages.Ack |
 
 
 class Ingest:
-    def __init__(self, engine: EngineLike, batch: int = 64):
+    def __init__(self, engine: EngineLike, batch: int = 64, on_lag: Callable[[float], None] = lambda seconds: None):
         self.engine = engine
+        self.on_lag = on_lag
         self.batch = batch
         self.js: JetStreamContext | None = None
         self.in_flight = 0
@@ -110,6 +113,11 @@ class Ingest:
 
     async def _one(self, msg: Msg, parsed: Any) -> None:
         msg_id = f"rejected:{_stream_seq(msg)}"
+        try:
+            stored = msg.metadata.timestamp
+            self.on_lag((datetime.now(UTC) - stored).total_seconds())
+        except Exception:  # no metadata (not a JetStream message): nothing to measure
+            pass
         try:
             if isinstance(parsed, messages.BadMessage):
                 log.warning("rejected message on %s: %s", msg.subject, parsed.reason)

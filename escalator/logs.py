@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import re
 import sys
+from datetime import UTC, datetime
 
 _PHONE = re.compile(r"\+[1-9]\d{7,14}")
 
@@ -42,12 +45,57 @@ class MaskingFilter(logging.Filter):
         return True
 
 
-def setup(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    handler.addFilter(MaskingFilter())
+# The incident a line is about: set by the engine for each step; asyncio copies it into the tasks
+# and worker threads a step starts, so page sends and their retries carry it too.
+incident_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("incident_id", default=None)
+
+
+class IncidentFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.incident_id = incident_var.get()
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        incident = getattr(record, "incident_id", None)
+        return f"{line} [incident={incident}]" if incident else line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log pipelines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        incident = getattr(record, "incident_id", None)
+        if incident:
+            entry["incident_id"] = incident
+        if record.exc_info:
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def handler(fmt: str = "text", stream: object = None) -> logging.Handler:
+    out = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    out.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    out.addFilter(IncidentFilter())
+    out.addFilter(MaskingFilter())
+    return out
+
+
+def setup(level: str = "INFO", fmt: str = "text") -> None:
+    handler_ = handler(fmt)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler_]
     root.setLevel(level)
     for noisy in ("apscheduler", "uvicorn.access", "nats", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -26,4 +26,12 @@ class Metrics:
         self.breaker_state = Gauge(
             "escalator_breaker_state", "Circuit breaker per channel: 0 closed, 1 half-open, 2 open", ["channel"], registry=r
         )
+        self.time_to_acknowledge = Histogram(
+            "escalator_time_to_acknowledge_seconds", "From an incident's opening to its acknowledgement",
+            buckets=(10, 30, 60, 120, 240, 480, 900, 1800, 3600, 7200), registry=r,
+        )
+        self.ingest_lag = Histogram(
+            "escalator_ingest_lag_seconds", "From a message's arrival in JetStream to its processing",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120), registry=r,
+        )
         self.outbox_backlog = Gauge("escalator_outbox_backlog", "Events committed but not yet published", registry=r)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     push_signing_key: SecretStr | None = None
     # Ask iOS for a critical alert (needs Apple's entitlement); otherwise time-sensitive.
     push_critical: bool = False
+    # Log lines: "text" for people, "json" for log pipelines (one object per line, with incident_id).
+    log_format: Literal["text", "json"] = "text"
     # JetStream replicas for the INCIDENTS and ESCALATIONS streams: 3 on a production cluster.
     nats_stream_replicas: int = Field(default=1, ge=1, le=5)
     # Tests and drills only: every acknowledgment window is multiplied by this (0.01-1).

@@ -36,7 +36,7 @@ def run(
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise InvalidInput(Problem("use DEBUG, INFO, WARNING or ERROR", field="--log-level"))
     settings = state(ctx).settings
-    logs.setup(log_level.upper())
+    logs.setup(log_level.upper(), settings.log_format)
     asyncio.run(Daemon(settings, embedded_nats=embedded_nats).run())
 
 

@@ -71,6 +71,7 @@ class StepResult:
     commands: list[walk_.Command] = field(default_factory=list)
     summary: str = ""
     contacts: dict[str, Contact] = field(default_factory=dict)
+    opened_at: datetime | None = None
 
 
 def build_plan(ladder: Ladder, version: int, contacts: dict[str, Contact], window_scale: float = 1.0) -> Plan:
@@ -127,7 +128,7 @@ class IncidentStore:
             )
             session.flush()
             self._record(session, walk, commands, now)
-            return StepResult("opened", walk, commands, new.summary, contacts)
+            return StepResult("opened", walk, commands, new.summary, contacts, now)
 
     def step(self, incident_id: str, event: Event, now: datetime, note_if_ignored: str | None = None) -> StepResult:
         """Feed one event to an incident's walk and persist the outcome."""
@@ -156,7 +157,7 @@ class IncidentStore:
                 row.closed_at = now
             self._record(session, new_walk, commands, now)
             wanted = {c.contact for c in commands if isinstance(c, (PageCmd, walk_.Notify))}
-            return StepResult("changed", new_walk, commands, row.summary, self._contacts(session, wanted))
+            return StepResult("changed", new_walk, commands, row.summary, self._contacts(session, wanted), row.opened_at)
 
     def reject(self, reason: str, now: datetime, incident_id: str | None, msg_id: str) -> None:
         """Publish `rejected`: in the incident's timeline (with a seq) when the incident exists."""
