@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 MAX_AGE_S = 24 * 3600  # an incident can stay open for acknowledgment long after its first page
@@ -47,6 +48,11 @@ class AckTokens:
         if not isinstance(data, dict) or data.get("i") != incident_id or not isinstance(data.get("c"), str):
             raise InvalidToken("token is for another incident")
         return Grant(data["c"], int(data.get("y", 0)), int(data.get("l", 0)))
+
+
+def signing_key(configured: SecretStr | None, data_dir: Path) -> str:
+    """ESCALATOR_PUSH_SIGNING_KEY when set, else the key kept in the data dir."""
+    return configured.get_secret_value() if configured else load_or_create_key(data_dir)
 
 
 def load_or_create_key(data_dir: Path) -> str:

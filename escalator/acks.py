@@ -112,20 +112,19 @@ class Intake:
         incident, page = await self._page(incident_id, key)
         if incident is None or page is None:
             return twiml.say_and_hang_up("This call is no longer needed. Goodbye.")
-        if digits == "*":
+        if digits not in ("1", "2"):  # star, or any other key: say it all again
             return twiml.redirect(self._url("/twilio/voice", incident_id, key, attempt))
-        if digits not in ("1", "2"):
-            return twiml.redirect(self._url("/twilio/voice", incident_id, key, attempt))
-        if digits == "1":
+        taking = digits == "1"
+        if taking:
             event: walk.Event = walk.Acknowledge(page.contact, "voice", page.contact)
         else:
             event = walk.Pass(page.contact, "voice", page.contact, page.cycle, page.leg_index)
-        verb = "acknowledgement" if digits == "1" else "pass"
+        verb = "acknowledgement" if taking else "pass"
         result = await self.engine.handle(incident_id, event, f"{verb} by {page.contact} by key press changed nothing")
         if result.outcome != "changed":
             incident = await asyncio.to_thread(self.store.get, incident_id)
             return twiml.say_and_hang_up(closed_text(incident) + " Goodbye.")
-        if digits == "1":
+        if taking:
             return twiml.say_and_hang_up(f"You have it. The incident is yours: {incident.summary}. Thank you. Goodbye.")
         return twiml.say_and_hang_up("Passed on. The next person is being paged. Goodbye.")
 

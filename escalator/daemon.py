@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import sqlalchemy as sa
 
 from escalator import bus, resilience
-from escalator.ack_tokens import AckTokens, load_or_create_key
+from escalator.ack_tokens import AckTokens, signing_key
 from escalator.acks import Intake
 from escalator.channels import Channel, DryRunChannel, NotConfiguredChannel
 from escalator.channels import fcm as fcm_channel
@@ -83,8 +83,7 @@ class Daemon:
         self.db = make_engine(settings.database)
         self.store = IncidentStore(self.db, settings.window_scale)
         self.metrics = Metrics()
-        key = settings.push_signing_key.get_secret_value() if settings.push_signing_key else load_or_create_key(settings.data_dir)
-        self.tokens = AckTokens(key)
+        self.tokens = AckTokens(signing_key(settings.push_signing_key, settings.data_dir))
         self.channels = dict(channels) if channels is not None else build_channels(settings, self.metrics, self.tokens)
         self.publisher = bus.OutboxPublisher(self.store, self.metrics.outbox_backlog.set)
         self.codes = SmsCodes(self.db)

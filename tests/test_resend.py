@@ -18,15 +18,21 @@ def engine_with(store: IncidentStore, recorder: RecordingChannel) -> Engine:
     return Engine(store, {"voice": recorder, "sms": recorder, "push": recorder}, Metrics())
 
 
+async def paging_while_alice_hangs(store: IncidentStore, incident_id: str) -> Engine:
+    """A running engine that has opened the incident and whose three pages to alice are in flight, hung."""
+    hung = RecordingChannel("hung", hang={"alice"})
+    engine = engine_with(store, hung)
+    await engine.start()
+    await engine.open(NewIncident(incident_id, "slow", "Flooded basement"))
+    await hung.wait_for(3)
+    return engine
+
+
 def test_unconfirmed_pages_are_resent_once_then_failed(ladders) -> None:
     store = IncidentStore(ladders.engine)
 
     async def crash_while_sending() -> None:
-        hung = RecordingChannel("hung", hang={"alice"})  # the process "dies" while the provider call is in flight
-        engine = engine_with(store, hung)
-        await engine.start()
-        await engine.open(NewIncident("inc-r", "slow", "Flooded basement"))
-        await hung.wait_for(3)
+        engine = await paging_while_alice_hangs(store, "inc-r")
         for task in list(engine._tasks):
             task.cancel()
         engine.windows.shutdown()
@@ -71,11 +77,7 @@ def test_pending_pages_of_a_finished_leg_are_not_resent(ladders) -> None:
     store = IncidentStore(ladders.engine)
 
     async def scenario() -> RecordingChannel:
-        hung = RecordingChannel("hung", hang={"alice"})
-        engine = engine_with(store, hung)
-        await engine.start()
-        await engine.open(NewIncident("inc-s", "slow", "Flooded basement"))
-        await hung.wait_for(3)
+        engine = await paging_while_alice_hangs(store, "inc-s")
         for task in list(engine._tasks):  # the process dies with alice's pages unconfirmed
             task.cancel()
         engine.windows.shutdown()
@@ -99,11 +101,7 @@ def test_pages_still_retrying_stop_when_somebody_takes_the_incident(ladders) -> 
     store = IncidentStore(ladders.engine)
 
     async def scenario() -> Engine:
-        hung = RecordingChannel("hung", hang={"alice"})
-        engine = engine_with(store, hung)
-        await engine.start()
-        await engine.open(NewIncident("inc-stop", "slow", "Flooded basement"))
-        await hung.wait_for(3)
+        engine = await paging_while_alice_hangs(store, "inc-stop")
         assert engine._page_tasks.get("inc-stop")
         await engine.handle("inc-stop", Acknowledge("ops"))
         await eventually(lambda: {p.status for p in store.pages("inc-stop")} == {"failed"}, timeout=5)
@@ -122,11 +120,7 @@ def test_a_shutdown_leaves_unfinished_pages_pending_for_the_resend_rule(ladders)
     store = IncidentStore(ladders.engine)
 
     async def scenario() -> None:
-        hung = RecordingChannel("hung", hang={"alice"})
-        engine = engine_with(store, hung)
-        await engine.start()
-        await engine.open(NewIncident("inc-down", "slow", "Flooded basement"))
-        await hung.wait_for(3)
+        engine = await paging_while_alice_hangs(store, "inc-down")
         await engine.stop(grace=0.1)
 
     asyncio.run(scenario())

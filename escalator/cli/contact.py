@@ -162,13 +162,12 @@ async def _send_tests(settings, contact: Contact, names: list[str], wait: float)
     import time
     import uuid
 
-    from escalator.ack_tokens import AckTokens, load_or_create_key
+    from escalator.ack_tokens import AckTokens, signing_key
     from escalator.channels import TERMINAL, Page
     from escalator.daemon import build_channels
     from escalator.metrics import Metrics
 
-    key = settings.push_signing_key.get_secret_value() if settings.push_signing_key else load_or_create_key(settings.data_dir)
-    channels = build_channels(settings, Metrics(), AckTokens(key))
+    channels = build_channels(settings, Metrics(), AckTokens(signing_key(settings.push_signing_key, settings.data_dir)))
     results = []
     try:
         for name in names:

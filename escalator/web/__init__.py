@@ -79,52 +79,43 @@ def twilio_routes(hooks: TwilioHooks | None, auth_token: str | None, public_url:
             return None
         return dict(form)
 
-    def forbidden() -> Response:
-        return PlainTextResponse("invalid or missing X-Twilio-Signature\n", status_code=403)
+    def route(path: str, handle: Callable[[dict[str, str], dict[str, str]], Awaitable[Response]]) -> Route:
+        """A Twilio route: the signature is checked first; only then does `handle(form, query)` run."""
 
-    async def sms(request: Request) -> Response:
-        params = await signed(request)
-        if params is None:
-            return forbidden()
-        text = await hooks.sms(params.get("From", ""), params.get("Body", ""))  # type: ignore[union-attr]
+        async def endpoint(request: Request) -> Response:
+            form = await signed(request)
+            if form is None:
+                return PlainTextResponse("invalid or missing X-Twilio-Signature\n", status_code=403)
+            return await handle(form, dict(request.query_params))
+
+        return Route(path, endpoint, methods=["POST"])
+
+    async def sms(form: dict[str, str], q: dict[str, str]) -> Response:
+        text = await hooks.sms(form.get("From", ""), form.get("Body", ""))  # type: ignore[union-attr]
         return Response(twiml.sms_reply(text), media_type=XML)
 
-    async def voice(request: Request) -> Response:
-        params = await signed(request)
-        if params is None:
-            return forbidden()
-        q = dict(request.query_params)
-        body = await hooks.voice(q.get("incident", ""), q.get("key", ""), params.get("AnsweredBy"), _attempt(q))  # type: ignore[union-attr]
+    async def voice(form: dict[str, str], q: dict[str, str]) -> Response:
+        body = await hooks.voice(q.get("incident", ""), q.get("key", ""), form.get("AnsweredBy"), _attempt(q))  # type: ignore[union-attr]
         return Response(body, media_type=XML)
 
-    async def gather(request: Request) -> Response:
-        params = await signed(request)
-        if params is None:
-            return forbidden()
-        q = dict(request.query_params)
-        body = await hooks.gather(q.get("incident", ""), q.get("key", ""), params.get("Digits", ""), _attempt(q))  # type: ignore[union-attr]
+    async def gather(form: dict[str, str], q: dict[str, str]) -> Response:
+        body = await hooks.gather(q.get("incident", ""), q.get("key", ""), form.get("Digits", ""), _attempt(q))  # type: ignore[union-attr]
         return Response(body, media_type=XML)
 
-    async def test_call(request: Request) -> Response:
-        if await signed(request) is None:
-            return forbidden()
+    async def test_call(form: dict[str, str], q: dict[str, str]) -> Response:
         return Response(twiml.test_call(), media_type=XML)
 
-    async def status(request: Request) -> Response:
-        params = await signed(request)
-        if params is None:
-            return forbidden()
-        q = dict(request.query_params)
-        state = params.get("CallStatus") or params.get("MessageStatus") or ""
-        await hooks.status(q.get("incident", ""), q.get("key", ""), q.get("channel", ""), state, params.get("ErrorCode"))  # type: ignore[union-attr]
+    async def status(form: dict[str, str], q: dict[str, str]) -> Response:
+        state = form.get("CallStatus") or form.get("MessageStatus") or ""
+        await hooks.status(q.get("incident", ""), q.get("key", ""), q.get("channel", ""), state, form.get("ErrorCode"))  # type: ignore[union-attr]
         return Response(status_code=204)
 
     return [
-        Route("/twilio/sms", sms, methods=["POST"]),
-        Route("/twilio/voice", voice, methods=["POST"]),
-        Route("/twilio/gather", gather, methods=["POST"]),
-        Route("/twilio/status", status, methods=["POST"]),
-        Route("/twilio/test-call", test_call, methods=["POST"]),
+        route("/twilio/sms", sms),
+        route("/twilio/voice", voice),
+        route("/twilio/gather", gather),
+        route("/twilio/status", status),
+        route("/twilio/test-call", test_call),
     ]
 
 
