@@ -9,6 +9,7 @@ outage at start delays ingest and events but never the walks already under way.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from collections.abc import Mapping
@@ -28,8 +29,10 @@ from escalator.engine import Engine
 from escalator.ingest import Ingest
 from escalator.metrics import Metrics
 from escalator.settings import Settings
-from escalator.store.db import display_url, make_engine, read_session
+from escalator.leases import LeaseKeeper
+from escalator.store.db import display_url, make_engine, read_session, single_replica_lock
 from escalator.store.incidents import IncidentStore
+from escalator.store.leases import Leases
 from escalator.store.migrate import require_current
 from escalator.store.sms_codes import SmsCodes
 from escalator.web import HttpServer, create_app
@@ -81,7 +84,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.db = make_engine(settings.database)
-        self.store = IncidentStore(self.db, settings.window_scale)
+        self.store = IncidentStore(self.db, settings.window_scale, settings.replica, settings.lease_seconds)
         self.metrics = Metrics()
         self.tokens = AckTokens(signing_key(settings.push_signing_key, settings.data_dir))
         self.channels = dict(channels) if channels is not None else build_channels(settings, self.metrics, self.tokens)
@@ -90,6 +93,10 @@ class Daemon:
         self.engine = Engine(
             self.store, self.channels, self.metrics, settings.default_ladder, on_events=self.publisher.kick, codes=self.codes
         )
+        self.leases = LeaseKeeper(Leases(self.db, settings.replica, settings.lease_seconds), self.engine, self.metrics, settings.lease_seconds)
+        self.single_replica = self.db.dialect.name == "sqlite"
+        self._file_lock: Any = None
+        self._leasing = False
         self.ingest = Ingest(self.engine, on_lag=self.metrics.ingest_lag.observe)
         self.intake = Intake(self.engine, self.store, self.codes, settings.public_url, tokens=self.tokens)
         self.nats: Any = None
@@ -118,8 +125,10 @@ class Daemon:
             await self._shutdown()
 
     async def _start(self) -> None:
+        if self.single_replica:
+            self._file_lock = single_replica_lock(self.settings.database)
         await asyncio.to_thread(require_current, self.db)
-        log.info("database %s", display_url(self.settings.database))
+        log.info("database %s (replica %s)", display_url(self.settings.database), self.settings.replica)
         if self.settings.window_scale != 1.0:
             log.warning("ESCALATOR_WINDOW_SCALE=%s: every window is shortened (tests and drills only)", self.settings.window_scale)
         if self.embedded_nats:
@@ -133,7 +142,10 @@ class Daemon:
         await self.http.start()
         log.info("HTTP on http://%s:%d (/healthz, /readyz, /metrics)", self.settings.http_host, self.settings.http_port)
         await self.engine.start()
+        await self.leases.start(self.single_replica)
+        self._leasing = True
         self._tasks = [
+            asyncio.create_task(self.leases.run(self.stop_event), name="leases"),
             asyncio.create_task(self._connect_nats(), name="nats"),
             asyncio.create_task(self.ingest.run(self.stop_event), name="ingest"),
             asyncio.create_task(self.publisher.run(self.stop_event), name="outbox"),
@@ -155,6 +167,8 @@ class Daemon:
                 )
                 js = nc.jetstream()
                 await bus.ensure_streams(js, self.settings.nats_stream_replicas)
+                for event in ("acknowledged", "resolved"):  # closed on another replica: stop here at once
+                    await nc.subscribe(f"escalations.{event}", cb=self._closed_elsewhere)
                 self.nats, self.nats_error = nc, None
                 self.ingest.js = self.publisher.js = js
                 self.publisher.kick()
@@ -168,6 +182,15 @@ class Daemon:
                     await nc.close()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    async def _closed_elsewhere(self, msg: Any) -> None:
+        """The fast path; the lease renewal finds the same within a third of the lease if NATS is away."""
+        try:
+            incident_id = json.loads(msg.data)["incident_id"]
+        except Exception:
+            return
+        if incident_id in self.engine.driving() or incident_id in self.engine.paging():
+            self.engine.let_go(incident_id, closed=True)
 
     async def _nats_error(self, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"[:200]
@@ -210,6 +233,8 @@ class Daemon:
             "database": database,
             "nats": {"ok": connected, **({} if connected else {"error": self.nats_error or "disconnected"})},
             "windows_armed": self.engine.windows.armed(),
+            "replica": self.settings.replica,
+            "leases_held": len(self.engine.owned),
             "channels": {name: type(ch).__name__ for name, ch in self.channels.items()},
         }
 
@@ -223,7 +248,9 @@ class Daemon:
                     task.cancel()
             else:
                 task.cancel()
-        await self.engine.stop()
+        await self.engine.stop()  # windows off and pages finished (or left pending for the next owner)...
+        if self._leasing:
+            await self.leases.release()  # ...then the other replicas take over within a second
         if self.nats is not None:
             try:
                 await asyncio.wait_for(self.nats.close(), 5)
@@ -235,4 +262,6 @@ class Daemon:
         if self.embedded is not None:
             self.embedded.stop()
         self.db.dispose()
+        if self._file_lock is not None:
+            self._file_lock.close()
         log.info("escalator stopped")

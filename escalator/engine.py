@@ -53,13 +53,13 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._page_tasks: dict[str, set[asyncio.Task[Any]]] = {}  # pages in flight, per incident
         self._stopped: set[asyncio.Task[Any]] = set()  # page tasks cancelled because the incident closed
+        self._inflight: set[tuple[str, str]] = set()  # (incident, page key) being sent by this process
+        self.owned: set[str] = set()  # incidents this replica drives (escalator.leases)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the timers and pick up every open incident where it stood."""
         self.windows.start()
-        await self.recover()
 
     async def stop(self, grace: float = 5.0) -> None:
         self.windows.shutdown()
@@ -67,14 +67,21 @@ class Engine:
             done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1)
 
-    async def recover(self) -> None:
-        """Re-arm every window from the database (an overdue one fires at once) and finish interrupted pages."""
-        windows = await asyncio.to_thread(self.store.open_windows)
+    async def adopt(self, incident_ids: list[str]) -> tuple[int, int]:
+        """Drive incidents this replica just claimed: re-arm their windows from the database (an
+        overdue one fires at once) and finish pages a crash interrupted. Returns (windows, re-sent)."""
+        windows = await asyncio.to_thread(self.store.windows_of, incident_ids)
+        self.owned.update(incident_ids)
         for incident_id, cycle, leg_index, deadline in windows:
-            self.windows.arm(incident_id, deadline, cycle, leg_index)
+            # A step here may have armed a newer window since the claim read it: never step back.
+            self.windows.arm(incident_id, deadline, cycle, leg_index, only_if_newer=True)
         resent = 0
-        for incident_id, page, already_resent in await asyncio.to_thread(self.store.unsent_pages):
+        for incident_id, page, already_resent in await asyncio.to_thread(self.store.unsent_pages, incident_ids):
+            if (incident_id, page.key) in self._inflight:  # our own page, still trying: not interrupted
+                continue
             if already_resent:  # sent once, re-sent once, still unconfirmed: give up on it, visibly
                 await self.handle(incident_id, PageFailed(page, "not confirmed after a re-send (restarts)"))
                 continue
@@ -86,8 +93,27 @@ class Engine:
                     page = replace(page, window_s=max(min(page.window_s, left), 1.0))
                 coro = self._send(incident_id, page, claim.summary, claim.contacts.get(page.contact))
                 self._spawn(coro, page_of=incident_id)
-        await self.refresh_gauges()
-        log.info("recovered %d open windows, re-sent %d interrupted pages", len(windows), resent)
+        return len(windows), resent
+
+    def driving(self) -> set[str]:
+        """Incidents whose lease this replica believes it holds."""
+        return set(self.owned)
+
+    def paging(self) -> set[str]:
+        """Incidents with pages in flight here (owned or not)."""
+        return set(self._page_tasks)
+
+    def let_go(self, incident_id: str, closed: bool) -> None:
+        """Another replica drives this incident now, or somebody closed it elsewhere: stop our window
+        and our pages. Pages of a closed incident are recorded as stopped; those of an incident taken
+        over are left pending for the new owner, which re-sends what was interrupted."""
+        self.owned.discard(incident_id)
+        self.windows.cancel(incident_id)
+        if closed:
+            self._stop_pages(incident_id)
+        else:
+            for task in self._page_tasks.pop(incident_id, set()):
+                task.cancel()
 
     async def refresh_gauges(self) -> None:
         counts = await asyncio.to_thread(self.store.count_by_status)
@@ -106,6 +132,11 @@ class Engine:
         return result
 
     async def handle(self, incident_id: str, event: Event, note_if_ignored: str | None = None) -> StepResult:
+        # Shielded: a step that may have committed must have its commands carried out (a window
+        # armed, pages sent) even when the task asking for it is cancelled (pages being stopped).
+        return await asyncio.shield(self._handle(incident_id, event, note_if_ignored))
+
+    async def _handle(self, incident_id: str, event: Event, note_if_ignored: str | None) -> StepResult:
         incident_var.set(incident_id)
         async with self._lock(incident_id):
             result = await asyncio.to_thread(self.store.step, incident_id, event, self.now(), note_if_ignored)
@@ -144,6 +175,7 @@ class Engine:
         for command in result.commands:
             if isinstance(command, ArmWindow):
                 self.windows.arm(incident_id, command.deadline, command.cycle, command.leg_index)
+                self.owned.add(incident_id)  # the step took the lease (escalator.store.incidents)
             elif isinstance(command, CancelWindow):
                 self.windows.cancel(incident_id)
             elif isinstance(command, PageCmd):
@@ -158,6 +190,10 @@ class Engine:
                     self.metrics.time_to_acknowledge.observe((command.at - result.opened_at).total_seconds())
                 if command.event in ("acknowledged", "resolved"):
                     self._stop_pages(incident_id)
+        if result.outcome == "opened":
+            self.owned.add(incident_id)
+        elif result.walk is not None and result.walk.status not in walk.ACTIVE:
+            self.owned.discard(incident_id)
         if emitted:
             self.on_events()
 
@@ -176,6 +212,7 @@ class Engine:
                 task.cancel()
 
     async def _send(self, incident_id: str, command: PageCmd, summary: str, contact: Any) -> None:
+        self._inflight.add((incident_id, command.key))
         try:
             await self._deliver(incident_id, command, summary, contact)
         except asyncio.CancelledError:
@@ -185,6 +222,8 @@ class Engine:
                 stop = PageFailed(command, "stopped: the incident was taken or resolved")
                 self._spawn(self._retrying(self.handle, incident_id, stop))
             raise
+        finally:
+            self._inflight.discard((incident_id, command.key))
 
     async def _deliver(self, incident_id: str, command: PageCmd, summary: str, contact: Any) -> None:
         channel = self.channels.get(command.channel)

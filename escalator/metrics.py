@@ -34,4 +34,5 @@ class Metrics:
             "escalator_ingest_lag_seconds", "From a message's arrival in JetStream to its processing",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120), registry=r,
         )
+        self.leases_held = Gauge("escalator_leases_held", "Open incidents this replica drives (holds the lease of)", registry=r)
         self.outbox_backlog = Gauge("escalator_outbox_backlog", "Events committed but not yet published", registry=r)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import getpass
+import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +52,13 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # JetStream replicas for the INCIDENTS and ESCALATIONS streams: 3 on a production cluster.
     nats_stream_replicas: int = Field(default=1, ge=1, le=5)
+    # Active-active replicas (PostgreSQL): this replica's name in incident leases. Default
+    # "<hostname>-<pid>": the pod name in Kubernetes, where the process is PID 1, so a restarted
+    # container takes its own leases back at once. Two processes must never share one.
+    replica_id: str | None = Field(default=None, min_length=1, max_length=200)
+    # How long a lease outlives its last renewal: a dead replica's incidents are taken over after
+    # at most this plus a second. Renewed every third of it.
+    lease_seconds: float = Field(default=10.0, ge=2.0, le=60.0)
     # Tests and drills only: every acknowledgment window is multiplied by this (0.01-1).
     window_scale: float = Field(default=1.0, ge=0.01, le=1.0)
 
@@ -136,6 +145,10 @@ class Settings(BaseSettings):
         if self.dry_run is not None:
             return self.dry_run
         return not (self.twilio_configured or self.fcm_configured)
+
+    @property
+    def replica(self) -> str:
+        return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
     def default_actor(self) -> str:
         if self.actor:

@@ -32,7 +32,11 @@ class Windows:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
-    def arm(self, incident_id: str, deadline: datetime, cycle: int, leg_index: int) -> None:
+    def arm(self, incident_id: str, deadline: datetime, cycle: int, leg_index: int, only_if_newer: bool = False) -> None:
+        if only_if_newer:  # a walk's windows only move forward in (cycle, leg)
+            job = self._scheduler.get_job(incident_id)
+            if job is not None and tuple(job.args[1:3]) >= (cycle, leg_index):
+                return
         self._scheduler.add_job(
             self._on_expire, "date", run_date=deadline, id=incident_id, replace_existing=True,
             args=[incident_id, cycle, leg_index, deadline],

@@ -26,6 +26,9 @@ def daemon_process(db_url: str, nats_server, tmp_path: Path, scale: str = SCALE)
     env = {
         "ESCALATOR_DATABASE_URL": db_url, "ESCALATOR_NATS_URL": nats_server.url, "ESCALATOR_HTTP_PORT": str(free_port()),
         "ESCALATOR_DATA_DIR": str(tmp_path / "data"), "ESCALATOR_WINDOW_SCALE": scale, "ESCALATOR_DRY_RUN": "true",
+        # A container restarted in its pod keeps its name, so it takes its own leases back at once
+        # (a replica under a new name waits for them to run out: tests/test_replicas.py).
+        "ESCALATOR_REPLICA_ID": "pod-a",
     }
     return DaemonProcess(env, tmp_path / "daemon.log")
 

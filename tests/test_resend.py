@@ -7,8 +7,10 @@ import asyncio
 from escalator import clock
 from escalator.channels.recording import RecordingChannel
 from escalator.engine import Engine
+from escalator.leases import LeaseKeeper
 from escalator.metrics import Metrics
 from escalator.store.incidents import IncidentStore, NewIncident
+from escalator.store.leases import Leases
 from escalator.walk import Acknowledge, WindowExpired
 from tests.harness import eventually
 from tests.test_engine import ladders  # noqa: F401 - fixture
@@ -18,11 +20,18 @@ def engine_with(store: IncidentStore, recorder: RecordingChannel) -> Engine:
     return Engine(store, {"voice": recorder, "sms": recorder, "push": recorder}, Metrics())
 
 
+async def boot(engine: Engine) -> None:
+    """What `escalator run` does on start: timers on, then every open incident adopted (one replica)."""
+    await engine.start()
+    keeper = LeaseKeeper(Leases(engine.store.engine, engine.store.replica, 10), engine, engine.metrics, 10)
+    await keeper.start(single_replica=True)
+
+
 async def paging_while_alice_hangs(store: IncidentStore, incident_id: str) -> Engine:
     """A running engine that has opened the incident and whose three pages to alice are in flight, hung."""
     hung = RecordingChannel("hung", hang={"alice"})
     engine = engine_with(store, hung)
-    await engine.start()
+    await boot(engine)
     await engine.open(NewIncident(incident_id, "slow", "Flooded basement"))
     await hung.wait_for(3)
     return engine
@@ -42,7 +51,7 @@ def test_unconfirmed_pages_are_resent_once_then_failed(ladders) -> None:
 
     async def restart(recorder: RecordingChannel) -> None:
         engine = engine_with(store, recorder)
-        await engine.start()
+        await boot(engine)
         await asyncio.sleep(0.3)
         await eventually(lambda: not any(t for t in engine._tasks if not t.done()), timeout=5)
         await engine.stop()
@@ -51,7 +60,7 @@ def test_unconfirmed_pages_are_resent_once_then_failed(ladders) -> None:
 
     async def restart_and_crash_again() -> None:
         engine = engine_with(store, second)
-        await engine.start()
+        await boot(engine)
         await second.wait_for(3)  # re-sent once ...
         for task in list(engine._tasks):
             task.cancel()  # ... and the process dies again before any answer
@@ -85,7 +94,7 @@ def test_pending_pages_of_a_finished_leg_are_not_resent(ladders) -> None:
         store.step("inc-s", WindowExpired(1, 0), clock.now())
         after = RecordingChannel("after")
         engine = engine_with(store, after)
-        await engine.start()
+        await boot(engine)
         await eventually(lambda: len(after.pages) == 2)
         await engine.stop()
         return after

@@ -7,10 +7,13 @@ every SQLite connection runs in autocommit at the driver level and each transact
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
@@ -81,6 +84,31 @@ def read_session(engine: Engine) -> Iterator[Session]:
     """A read-only transaction (on SQLite a plain BEGIN, which takes no write lock)."""
     with Session(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False) as session, session.begin():
         yield session
+
+
+def single_replica_lock(url: str) -> IO[str] | None:
+    """SQLite: at most one `escalator run` per database file, held by an OS file lock for the life of
+    the process (a kill -9 releases it). Several replicas need PostgreSQL. None for PostgreSQL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    path = Path(parsed.database).expanduser().resolve()
+    handle = open(f"{path}.lock", "a+")  # noqa: SIM115 - kept open: the lock lives as long as the file
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise EscalatorError(
+            f"another escalator is already running on the SQLite database {path} ({holder}); SQLite supports one "
+            "replica. To run several, point every replica at one PostgreSQL (ESCALATOR_DATABASE_URL=postgresql+psycopg://…)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
 
 
 def unreachable(exc: Exception, url: str) -> EscalatorError:

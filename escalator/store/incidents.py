@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -95,9 +95,11 @@ def build_plan(ladder: Ladder, version: int, contacts: dict[str, Contact], windo
 
 
 class IncidentStore:
-    def __init__(self, engine: Engine, window_scale: float = 1.0):
+    def __init__(self, engine: Engine, window_scale: float = 1.0, replica: str = "local", lease_s: float = 10.0):
         self.engine = engine
         self.window_scale = window_scale
+        self.replica = replica  # whoever runs a step that arms a window drives it (escalator.store.leases)
+        self.lease = timedelta(seconds=lease_s)
 
     # -- steps --------------------------------------------------------------------------------------
 
@@ -124,6 +126,7 @@ class IncidentStore:
                     id=new.id, ladder=ladder_name, version=head.version, status=walk.status, deadline=walk.deadline,
                     summary=new.summary, caller=new.caller, severity=new.severity, occurred_at=new.occurred_at,
                     details=new.details, plan=plan.to_dict(), state=walk.to_dict(), opened_at=now, updated_at=now,
+                    owner=self.replica, lease_until=now + self.lease,
                 )
             )
             session.flush()
@@ -155,6 +158,10 @@ class IncidentStore:
                 row.acked_by = new_walk.acked_by
             if new_walk.status in (walk_.ACKNOWLEDGED, walk_.RESOLVED) and row.closed_at is None:
                 row.closed_at = now
+            if new_walk.status not in walk_.ACTIVE:  # nothing left to drive
+                row.owner, row.lease_until = None, None
+            elif any(isinstance(c, walk_.ArmWindow) for c in commands):
+                row.owner, row.lease_until = self.replica, now + self.lease
             self._record(session, new_walk, commands, now)
             wanted = {c.contact for c in commands if isinstance(c, (PageCmd, walk_.Notify))}
             return StepResult("changed", new_walk, commands, row.summary, self._contacts(session, wanted), row.opened_at)
@@ -176,19 +183,45 @@ class IncidentStore:
 
     # -- recovery -----------------------------------------------------------------------------------
 
-    def open_windows(self) -> list[tuple[str, int, int, datetime]]:
-        """(incident, cycle, leg index, deadline) of every walk waiting on a window."""
+    def windows_of(self, incident_ids: Iterable[str]) -> list[tuple[str, int, int, datetime]]:
+        """(incident, cycle, leg index, deadline) of those incidents this replica drives that wait on a window."""
+        ids = sorted(set(incident_ids))
+        out = []
         with read_session(self.engine) as session:
-            rows = session.execute(
-                sa.select(IncidentRow.id, IncidentRow.state, IncidentRow.deadline).where(IncidentRow.status == walk_.OPEN)
-            )
-            return [(i, int(s["cycle"]), int(s["leg_index"]), d) for i, s, d in rows if d is not None]
+            for chunk in range(0, len(ids), 500):
+                rows = session.execute(
+                    sa.select(IncidentRow.id, IncidentRow.state, IncidentRow.deadline).where(
+                        IncidentRow.id.in_(ids[chunk : chunk + 500]), IncidentRow.status == walk_.OPEN,
+                        IncidentRow.owner == self.replica,
+                    )
+                )
+                out += [(i, int(s["cycle"]), int(s["leg_index"]), d) for i, s, d in rows if d is not None]
+        return out
 
-    def unsent_pages(self) -> list[tuple[str, PageCmd, bool]]:
-        """(incident, page, resent) of pages recorded but never confirmed sent or failed: a crash came between."""
+    def statuses(self, incident_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        """incident → (status, owner)."""
+        ids = sorted(set(incident_ids))
+        out: dict[str, tuple[str, str | None]] = {}
         with read_session(self.engine) as session:
-            rows = session.scalars(sa.select(PageRow).where(PageRow.status == "pending").order_by(PageRow.created_at))
-            return [(r.incident_id, self.page_cmd(r), r.resent) for r in rows]
+            for chunk in range(0, len(ids), 500):
+                rows = session.execute(
+                    sa.select(IncidentRow.id, IncidentRow.status, IncidentRow.owner).where(IncidentRow.id.in_(ids[chunk : chunk + 500]))
+                )
+                out.update({i: (status, owner) for i, status, owner in rows})
+        return out
+
+    def unsent_pages(self, incident_ids: Iterable[str]) -> list[tuple[str, PageCmd, bool]]:
+        """(incident, page, resent) of pages recorded but never confirmed sent or failed: a crash came between."""
+        ids = sorted(set(incident_ids))
+        out: list[tuple[str, PageCmd, bool]] = []
+        with read_session(self.engine) as session:
+            for chunk in range(0, len(ids), 500):
+                rows = session.scalars(
+                    sa.select(PageRow).where(PageRow.status == "pending", PageRow.incident_id.in_(ids[chunk : chunk + 500]))
+                    .order_by(PageRow.created_at)
+                )
+                out += [(r.incident_id, self.page_cmd(r), r.resent) for r in rows]
+        return out
 
     @staticmethod
     def page_cmd(row: PageRow) -> PageCmd:
@@ -209,8 +242,8 @@ class IncidentStore:
         with write_session(self.engine) as session:
             row = session.get(PageRow, (incident_id, page.key), with_for_update=True)
             incident = session.get(IncidentRow, incident_id)
-            if row is None or row.status != "pending" or row.resent or incident is None:
-                return None
+            if row is None or row.status != "pending" or row.resent or incident is None or incident.owner != self.replica:
+                return None  # gone, settled, re-sent already, or another replica drives the incident now
             walk = Walk.from_dict(incident_id, Plan.from_dict(incident.plan), incident.state)
             current = page.key in walk.live or (walk.status == walk_.EXHAUSTED and page.key.startswith("x."))
             if not current:  # its leg is over, or somebody already took the incident

@@ -97,6 +97,8 @@ class IncidentRow(SQLModel, table=True):
     __table_args__ = (
         sa.ForeignKeyConstraint(["ladder", "version"], ["ladder_versions.ladder", "ladder_versions.version"]),
         sa.Index("ix_incidents_status_deadline", "status", "deadline"),
+        sa.Index("ix_incidents_lease_until", "lease_until"),
+        sa.Index("ix_incidents_owner", "owner"),
     )
 
     id: str = Field(primary_key=True, max_length=128)
@@ -115,6 +117,10 @@ class IncidentRow(SQLModel, table=True):
     opened_at: datetime = _ts()
     updated_at: datetime = _ts()
     closed_at: datetime | None = _ts(nullable=True)
+    # The replica driving this incident's window (escalator.leases). Active incidents always have a
+    # lease_until; a past one means "free to claim". Closed incidents have neither.
+    owner: str | None = Field(default=None, max_length=200)
+    lease_until: datetime | None = _ts(nullable=True)
 
 
 class IncidentEventRow(SQLModel, table=True):
