@@ -84,7 +84,7 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.db = make_engine(settings.database)
-        self.store = IncidentStore(self.db, settings.window_scale, settings.replica, settings.lease_seconds)
+        self.store = IncidentStore(self.db, settings.window_scale, settings.replica)
         self.metrics = Metrics()
         self.tokens = AckTokens(signing_key(settings.push_signing_key, settings.data_dir))
         self.channels = dict(channels) if channels is not None else build_channels(settings, self.metrics, self.tokens)

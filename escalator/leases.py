@@ -1,9 +1,9 @@
-"""Keeps this replica's incident leases: claims free ones, renews its own in one statement, lets go
-of what it lost, and releases everything on shutdown (escalator.store.leases has the rules).
+"""Keeps this replica's lease: renews it, claims incidents nobody alive drives, lets go of what
+it no longer drives, and releases everything on shutdown (escalator.store.leases has the rules).
 
-Every second it claims incidents whose lease ran out (a replica died, or released them on
-SIGTERM); every third of the lease it renews. With the default 10 s lease a dead replica's
-incidents are driven again within about 11 s, each at its current leg and deadline.
+Every second it claims free incidents (a replica died, or released them on SIGTERM); every third
+of the lease it renews. With the default 10 s lease a dead replica's incidents are driven again
+within about 11 s, each at its current leg and deadline.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ class LeaseKeeper:
         self.now = now
 
     async def start(self, single_replica: bool) -> None:
-        """Before the replica reports ready: take back our own leases and any that ran out.
-
-        With one replica guaranteed (SQLite's file lock) every lease is free: whoever held it is dead.
-        """
+        """Before the replica reports ready: register our lease, take back what is in our name and
+        claim what nobody drives. With one replica guaranteed (SQLite's file lock) every lease is
+        free: whoever held it is dead."""
         if single_replica:
             await asyncio.to_thread(self.leases.expire_all)
+        await asyncio.to_thread(self.leases.renew, self.now())
         windows, resent, claimed = await self.claim(own_too=True)
         log.info("replica %s: drives %d open incidents (%d windows re-armed, %d interrupted pages re-sent)",
                  self.leases.replica, claimed, windows, resent)
@@ -56,22 +56,25 @@ class LeaseKeeper:
                 w, r = await self.engine.adopt(ids)
                 windows, resent, claimed = windows + w, resent + r, claimed + len(ids)
             if len(ids) < BATCH:
+                if claimed:
+                    self.metrics.leases_held.set(len(self.engine.owned))
                 return windows, resent, claimed
 
     async def renew(self) -> None:
-        kept = await asyncio.to_thread(self.leases.renew, self.now())
-        # What we drive but no longer hold, and pages running here for incidents closed meanwhile.
+        await asyncio.to_thread(self.leases.renew, self.now())
+        kept = await asyncio.to_thread(self.leases.kept)
+        # What we drive but is no longer ours, and pages running here for incidents closed meanwhile.
         doubtful = (self.engine.driving() | self.engine.paging()) - kept
         if doubtful:
             driving = self.engine.driving()
             for incident_id, (status, owner) in (await asyncio.to_thread(self.engine.store.statuses, doubtful)).items():
                 closed = status not in ACTIVE
-                # owner is us again when a step here took it back after the renew read (a new incident).
+                # owner is us again when a step here took it after the read above (a new incident).
                 if closed or (incident_id in driving and owner != self.leases.replica):
                     log.info("incident %s: %s; its window and pages here stop", incident_id,
                              "closed on another replica" if closed else "now driven by another replica")
                     self.engine.let_go(incident_id, closed)
-        self.metrics.leases_held.set(len(kept))
+        self.metrics.leases_held.set(len(self.engine.owned))
 
     async def run(self, stop: asyncio.Event) -> None:
         last_renew = time.monotonic()

@@ -55,6 +55,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_url(postgres_admin: sa.Engine) -> Iterator[str]:
+    """An empty PostgreSQL schema, for what only PostgreSQL does (several replicas, row locks)."""
+    url, schema = fresh_postgres_url(postgres_admin)
+    yield url
+    with postgres_admin.begin() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture
 def engine(db_url: str) -> Iterator[sa.Engine]:
     """A migrated database."""
     engine = make_engine(db_url)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -95,11 +95,10 @@ def build_plan(ladder: Ladder, version: int, contacts: dict[str, Contact], windo
 
 
 class IncidentStore:
-    def __init__(self, engine: Engine, window_scale: float = 1.0, replica: str = "local", lease_s: float = 10.0):
+    def __init__(self, engine: Engine, window_scale: float = 1.0, replica: str = "local"):
         self.engine = engine
         self.window_scale = window_scale
         self.replica = replica  # whoever runs a step that arms a window drives it (escalator.store.leases)
-        self.lease = timedelta(seconds=lease_s)
 
     # -- steps --------------------------------------------------------------------------------------
 
@@ -126,7 +125,7 @@ class IncidentStore:
                     id=new.id, ladder=ladder_name, version=head.version, status=walk.status, deadline=walk.deadline,
                     summary=new.summary, caller=new.caller, severity=new.severity, occurred_at=new.occurred_at,
                     details=new.details, plan=plan.to_dict(), state=walk.to_dict(), opened_at=now, updated_at=now,
-                    owner=self.replica, lease_until=now + self.lease,
+                    owner=self.replica,
                 )
             )
             session.flush()
@@ -159,9 +158,9 @@ class IncidentStore:
             if new_walk.status in (walk_.ACKNOWLEDGED, walk_.RESOLVED) and row.closed_at is None:
                 row.closed_at = now
             if new_walk.status not in walk_.ACTIVE:  # nothing left to drive
-                row.owner, row.lease_until = None, None
+                row.owner = None
             elif any(isinstance(c, walk_.ArmWindow) for c in commands):
-                row.owner, row.lease_until = self.replica, now + self.lease
+                row.owner = self.replica
             self._record(session, new_walk, commands, now)
             wanted = {c.contact for c in commands if isinstance(c, (PageCmd, walk_.Notify))}
             return StepResult("changed", new_walk, commands, row.summary, self._contacts(session, wanted), row.opened_at)

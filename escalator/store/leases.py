@@ -1,27 +1,33 @@
-"""Incident leases: which replica drives which open incident's window.
+"""Which replica drives which open incident's window, and for how long it may.
 
-A lease is two columns on `incidents` (owner, lease_until). Every active incident has a
-lease_until; one in the past means nobody is driving it and any replica may claim it. The replica
-that runs a step arming a window takes the lease in that same step (escalator.store.incidents), so
-ingest spreads incidents across replicas and a hand-over needs no coordination. Leases only decide
-who keeps the timer: the row lock and the walk's own checks (a stale window is ignored) make a
-double-fired window harmless, so a replica that stalls past its lease cannot escalate twice.
+Each running replica has one row in `replicas` whose `lease_until` it renews every third of the
+lease; that one row is the lease on every incident whose `owner` it is. Renewing is one row
+whatever the number of open incidents, and never locks an incident a step is working on.
 
-Clocks: lease times come from the replica's clock, as every window deadline does; replicas must
-agree to within a fraction of a second (NTP), which Kubernetes nodes do.
+An active incident is free to claim when it has no owner or its owner's lease has run out (the
+replica died, or stalled longer than a lease). The replica that runs a step arming a window takes
+ownership in that same step (escalator.store.incidents), so ingest spreads incidents across
+replicas and a hand-over needs no coordination. Ownership only decides who keeps the timer: the row
+lock and the walk's own checks (a stale window is ignored) make a double-fired window harmless, so
+a replica that stalls past its lease cannot escalate twice.
+
+Clocks: leases use the replicas' clocks, as every window deadline does; replicas must agree to
+within a fraction of a second (NTP), as Kubernetes nodes do.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from escalator import walk as walk_
 from escalator.store.db import read_session, write_session
-from escalator.store.tables import IncidentRow
+from escalator.store.tables import IncidentRow, ReplicaRow
 
-EPOCH_PAST = datetime(2000, 1, 1, tzinfo=UTC)  # "free to claim", for released leases
+FORGET_AFTER = timedelta(days=1)  # a dead replica's row, once nothing refers to it
 
 
 class Leases:
@@ -30,62 +36,68 @@ class Leases:
         self.replica = replica
         self.ttl = timedelta(seconds=ttl_s)
 
-    def claim(self, now: datetime, limit: int = 500, own_too: bool = False) -> list[str]:
-        """Take up to `limit` incidents whose lease has run out (and, at start, any still in our name).
+    def renew(self, now: datetime) -> None:
+        """Extend this replica's lease (and so its hold on all its incidents): one row."""
+        with write_session(self.engine) as session:
+            row = session.get(ReplicaRow, self.replica)
+            if row is None:
+                session.add(ReplicaRow(id=self.replica, started_at=now, lease_until=now + self.ttl))
+            else:
+                row.lease_until = now + self.ttl
+            session.execute(
+                sa.delete(ReplicaRow).where(
+                    ReplicaRow.lease_until < now - FORGET_AFTER,
+                    ~sa.exists().where(IncidentRow.owner == ReplicaRow.id),
+                )
+            )
 
-        FOR UPDATE SKIP LOCKED: replicas claiming at once split the expired leases between them, and
+    def claim(self, now: datetime, limit: int = 500, own_too: bool = False) -> list[str]:
+        """Take up to `limit` active incidents nobody alive drives (and, at start, those in our name).
+
+        FOR UPDATE SKIP LOCKED: replicas claiming at once split the free incidents between them, and
         an incident in the middle of a step is simply left for the next round.
         """
-        expired = IncidentRow.lease_until < now
-        if own_too:
-            expired = sa.or_(expired, sa.and_(IncidentRow.owner == self.replica, IncidentRow.lease_until.is_not(None)))
+        alive = sa.select(ReplicaRow.id).where(ReplicaRow.lease_until >= now)
+        theirs = sa.and_(IncidentRow.owner.not_in(alive), IncidentRow.owner != self.replica)
+        free = sa.or_(IncidentRow.owner.is_(None), theirs, IncidentRow.owner == self.replica if own_too else sa.false())
+        free = sa.and_(IncidentRow.status.in_(walk_.ACTIVE), free)
         with write_session(self.engine) as session:
             ids = list(
                 session.scalars(
-                    sa.select(IncidentRow.id).where(expired).order_by(IncidentRow.lease_until).limit(limit)
-                    .with_for_update(skip_locked=True)
+                    sa.select(IncidentRow.id).where(free).order_by(IncidentRow.id).limit(limit).with_for_update(skip_locked=True)
                 )
             )
             if ids:
-                session.execute(
-                    sa.update(IncidentRow).where(IncidentRow.id.in_(ids)).values(owner=self.replica, lease_until=now + self.ttl)
-                )
+                session.execute(sa.update(IncidentRow).where(IncidentRow.id.in_(ids)).values(owner=self.replica))
             return ids
 
-    def renew(self, now: datetime) -> set[str]:
-        """Extend every lease we hold in one statement; returns the incidents we still drive."""
-        with write_session(self.engine) as session:
+    def kept(self) -> set[str]:
+        """The active incidents in this replica's name (an index read: no locks)."""
+        with read_session(self.engine) as session:
             return set(
                 session.scalars(
-                    sa.update(IncidentRow)
-                    .where(IncidentRow.owner == self.replica, IncidentRow.lease_until.is_not(None))
-                    .values(lease_until=now + self.ttl)
-                    .returning(IncidentRow.id)
+                    sa.select(IncidentRow.id).where(IncidentRow.owner == self.replica, IncidentRow.status.in_(walk_.ACTIVE))
                 )
             )
 
     def release(self) -> int:
         """On shutdown: everything we drive becomes claimable at once by the other replicas."""
         with write_session(self.engine) as session:
-            result = session.execute(
-                sa.update(IncidentRow)
-                .where(IncidentRow.owner == self.replica, IncidentRow.lease_until.is_not(None))
-                .values(owner=None, lease_until=EPOCH_PAST)
-            )
+            result = session.execute(sa.update(IncidentRow).where(IncidentRow.owner == self.replica).values(owner=None))
+            session.execute(sa.delete(ReplicaRow).where(ReplicaRow.id == self.replica))
             return result.rowcount or 0
 
     def expire_all(self) -> int:
         """Single replica (SQLite, guarded by a file lock): whoever held a lease is dead; free them all."""
         with write_session(self.engine) as session:
-            result = session.execute(
-                sa.update(IncidentRow).where(IncidentRow.lease_until.is_not(None)).values(owner=None, lease_until=EPOCH_PAST)
-            )
+            result = session.execute(sa.update(IncidentRow).where(IncidentRow.owner.is_not(None)).values(owner=None))
+            session.execute(sa.delete(ReplicaRow))
             return result.rowcount or 0
 
-    def held(self) -> list[tuple[str, str | None, datetime | None]]:
-        """(incident, owner, lease_until) of every active incident, for `escalator incident` and tests."""
+    def owners(self, incident_ids: Iterable[str] | None = None) -> dict[str, str | None]:
+        """incident → owner, of active incidents (for tests and operators)."""
         with read_session(self.engine) as session:
-            rows = session.execute(
-                sa.select(IncidentRow.id, IncidentRow.owner, IncidentRow.lease_until).where(IncidentRow.lease_until.is_not(None))
-            )
-            return [tuple(r) for r in rows]  # type: ignore[misc]
+            query = sa.select(IncidentRow.id, IncidentRow.owner).where(IncidentRow.status.in_(walk_.ACTIVE))
+            if incident_ids is not None:
+                query = query.where(IncidentRow.id.in_(list(incident_ids)))
+            return {i: o for i, o in session.execute(query)}

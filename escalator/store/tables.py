@@ -97,7 +97,6 @@ class IncidentRow(SQLModel, table=True):
     __table_args__ = (
         sa.ForeignKeyConstraint(["ladder", "version"], ["ladder_versions.ladder", "ladder_versions.version"]),
         sa.Index("ix_incidents_status_deadline", "status", "deadline"),
-        sa.Index("ix_incidents_lease_until", "lease_until"),
         sa.Index("ix_incidents_owner", "owner"),
     )
 
@@ -117,10 +116,9 @@ class IncidentRow(SQLModel, table=True):
     opened_at: datetime = _ts()
     updated_at: datetime = _ts()
     closed_at: datetime | None = _ts(nullable=True)
-    # The replica driving this incident's window (escalator.leases). Active incidents always have a
-    # lease_until; a past one means "free to claim". Closed incidents have neither.
+    # The replica driving this active incident's window, while that replica's lease (`replicas`)
+    # is alive; NULL when closed or released. See escalator.store.leases.
     owner: str | None = Field(default=None, max_length=200)
-    lease_until: datetime | None = _ts(nullable=True)
 
 
 class IncidentEventRow(SQLModel, table=True):
@@ -218,3 +216,13 @@ class DeadPushTokenRow(SQLModel, table=True):
     contact_id: str = Field(primary_key=True, foreign_key="contacts.id", max_length=64)
     token: str = Field(primary_key=True, max_length=4096)
     at: datetime = _ts()
+
+
+class ReplicaRow(SQLModel, table=True):
+    """A running `escalator run`: its lease covers every incident it owns, renewed as one row."""
+
+    __tablename__ = "replicas"
+
+    id: str = Field(primary_key=True, max_length=200)
+    started_at: datetime = _ts()
+    lease_until: datetime = _ts()

@@ -1,4 +1,4 @@
-"""incident leases (active-active replicas)
+"""incident owners and replica leases (active-active replicas)
 
 Revision ID: 0005
 Revises: 0004
@@ -19,18 +19,20 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
+    op.create_table('replicas',
+    sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+    sa.Column('started_at', escalator.store.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('lease_until', escalator.store.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    # Open incidents start with no owner: the first replica to start claims them.
     with op.batch_alter_table('incidents') as batch:
         batch.add_column(sa.Column('owner', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True))
-        batch.add_column(sa.Column('lease_until', escalator.store.tables.UTCDateTime(timezone=True), nullable=True))
-        batch.create_index('ix_incidents_lease_until', ['lease_until'], unique=False)
         batch.create_index('ix_incidents_owner', ['owner'], unique=False)
-    # Incidents still waiting for somebody become claimable at once by whichever replica starts first.
-    op.execute("UPDATE incidents SET lease_until = opened_at WHERE status IN ('open', 'exhausted')")
 
 
 def downgrade() -> None:
     with op.batch_alter_table('incidents') as batch:
         batch.drop_index('ix_incidents_owner')
-        batch.drop_index('ix_incidents_lease_until')
-        batch.drop_column('lease_until')
         batch.drop_column('owner')
+    op.drop_table('replicas')

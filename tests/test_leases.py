@@ -1,0 +1,167 @@
+"""Incident leases in the database (escalator.store.leases), on SQLite and the real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from escalator import clock, ladder_files
+from escalator.store import migrate
+from escalator.store.catalog import Catalog
+from escalator.store.db import make_engine, write_session
+from escalator.store.incidents import IncidentStore, NewIncident
+from escalator.store.leases import Leases
+from escalator.store.tables import IncidentRow
+from escalator.walk import Acknowledge, WindowExpired
+from tests.conftest import write
+from tests.harness import BIN, DaemonProcess, free_port
+from tests.test_engine import PEOPLE, ladders  # noqa: F401 - fixture
+
+TTL = 10.0
+
+
+def replicas(engine: sa.Engine, *names: str) -> list[tuple[IncidentStore, Leases]]:
+    return [(IncidentStore(engine, replica=n), Leases(engine, n, TTL)) for n in names]
+
+
+def owner(engine: sa.Engine, incident_id: str) -> str | None:
+    with engine.connect() as connection:
+        return connection.execute(sa.select(IncidentRow.owner).where(IncidentRow.id == incident_id)).scalar_one()
+
+
+def test_the_replica_that_arms_a_window_drives_it_and_a_closed_incident_has_no_owner(ladders) -> None:
+    (a, _), (b, _) = replicas(ladders.engine, "a", "b")
+    now = clock.now()
+    a.open(NewIncident("inc-1", "night", "No heat"), None, now)
+    assert owner(ladders.engine, "inc-1") == "a"
+
+    later = now + timedelta(seconds=6)
+    b.step("inc-1", WindowExpired(1, 0), later)  # b's timer fired (it took over): b arms the next window
+    assert owner(ladders.engine, "inc-1") == "b"
+
+    a.step("inc-1", Acknowledge("ops"), later)  # an ack reaching a: nothing left to drive
+    assert owner(ladders.engine, "inc-1") is None
+
+
+def test_incidents_of_a_replica_whose_lease_ran_out_are_claimed_once(ladders) -> None:
+    (a, lease_a), (_, lease_b) = replicas(ladders.engine, "a", "b")
+    start = clock.now()
+    lease_a.renew(start)
+    lease_b.renew(start)
+    for i in range(3):
+        a.open(NewIncident(f"inc-{i}", "slow", "No heat"), None, start)
+
+    assert lease_b.claim(start + timedelta(seconds=TTL - 1)) == []  # a's lease is alive
+    lease_a.renew(start + timedelta(seconds=5))  # one row renews a's hold on all three
+    assert lease_b.claim(start + timedelta(seconds=TTL + 1)) == []
+    assert lease_a.kept() == {"inc-0", "inc-1", "inc-2"}
+
+    a_dead = start + timedelta(seconds=15.5)
+    assert lease_b.claim(a_dead, limit=2) == ["inc-0", "inc-1"]  # in batches
+    assert lease_b.claim(a_dead) == ["inc-2"]
+    assert lease_b.claim(a_dead) == []  # claimed once only
+    assert lease_a.kept() == set()  # a, back from a stall, learns it drives nothing
+    assert set(lease_b.owners().values()) == {"b"}
+
+    assert lease_b.release() == 3  # b shuts down: claimable at once, no need to wait for its lease
+    assert set(lease_b.owners().values()) == {None}
+    assert lease_a.claim(a_dead) == ["inc-0", "inc-1", "inc-2"]
+
+
+def test_a_closed_incident_is_never_claimed(ladders) -> None:
+    (a, lease_a), (_, lease_b) = replicas(ladders.engine, "a", "b")
+    now = clock.now()
+    a.open(NewIncident("inc-done", "slow", "No heat"), None, now)
+    a.step("inc-done", Acknowledge("ops"), now)
+    assert lease_b.claim(now + timedelta(hours=1)) == []
+
+
+def test_at_start_a_replica_takes_back_what_is_in_its_name(ladders) -> None:
+    (a, lease_a), (_, same_name_restarted) = replicas(ladders.engine, "pod-a", "pod-a")
+    now = clock.now()
+    lease_a.renew(now)
+    a.open(NewIncident("inc-own", "slow", "No heat"), None, now)
+    assert same_name_restarted.claim(now) == []  # its lease is alive
+    assert same_name_restarted.claim(now, own_too=True) == ["inc-own"]
+
+
+def test_a_single_replica_frees_every_lease_at_start(ladders) -> None:
+    (a, lease_a), (_, single) = replicas(ladders.engine, "old", "new")
+    now = clock.now()
+    lease_a.renew(now)
+    a.open(NewIncident("inc-old", "slow", "No heat"), None, now)
+    assert single.expire_all() == 1
+    assert single.claim(now) == ["inc-old"]
+
+
+def test_claiming_skips_an_incident_in_the_middle_of_a_step(pg_url, tmp_path) -> None:
+    """FOR UPDATE SKIP LOCKED: a row locked by a step elsewhere is left for the next round, not waited on."""
+    engine = make_engine(pg_url)
+    migrate.upgrade(engine)
+    Catalog(engine).apply(ladder_files.load([write(tmp_path / "people.yaml", PEOPLE)]), "test", clock.now())
+    (a, _), (_, lease_b) = replicas(engine, "a", "b")
+    start = clock.now()
+    for i in range(2):
+        a.open(NewIncident(f"inc-{i}", "slow", "No heat"), None, start)  # a never renewed: a is not alive
+    later = start + timedelta(seconds=1)
+    stepping, done = threading.Event(), threading.Event()
+
+    def a_step_holding_the_row_lock() -> None:
+        with write_session(engine) as session:
+            session.get(IncidentRow, "inc-0", with_for_update=True)
+            stepping.set()
+            done.wait(10)
+
+    holder = threading.Thread(target=a_step_holding_the_row_lock)
+    holder.start()
+    try:
+        assert stepping.wait(5)
+        assert lease_b.claim(later) == ["inc-1"]
+    finally:
+        done.set()
+        holder.join()
+    assert lease_b.claim(later) == ["inc-0"]
+    engine.dispose()
+
+
+def test_a_second_replica_on_one_sqlite_database_is_refused(tmp_path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'escalator.db'}"
+    migrate.upgrade(make_engine(db_url))
+    env = {
+        "ESCALATOR_DATABASE_URL": db_url, "ESCALATOR_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+        "ESCALATOR_DATA_DIR": str(tmp_path / "data"), "ESCALATOR_DRY_RUN": "true",
+    }
+    log = tmp_path / "first.log"
+    first = DaemonProcess({**env, "ESCALATOR_HTTP_PORT": str(free_port())}, log)
+    first.process = subprocess.Popen([str(BIN / "escalator"), "run"], env=first.env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):  # running: it takes the lock before anything else, then logs the database
+            if "database sqlite" in log.read_text():
+                break
+            threading.Event().wait(0.05)
+        second = subprocess.run(
+            [str(BIN / "escalator"), "run"], env={**os.environ, **env, "ESCALATOR_HTTP_PORT": str(free_port())},
+            capture_output=True, text=True, timeout=30,
+        )
+        assert first.process.poll() is None  # the first one is unharmed
+    finally:
+        assert first.terminate() == 0
+    assert second.returncode == 1, second.stderr
+    assert f"another escalator is already running on the SQLite database {tmp_path / 'escalator.db'}" in second.stderr
+    assert "point every replica at one PostgreSQL" in second.stderr
+    assert "Traceback" not in second.stderr
+    # the lock dies with its process: a new replica starts once the first has stopped
+    again = DaemonProcess({**env, "ESCALATOR_HTTP_PORT": str(free_port())}, tmp_path / "again.log")
+    again.process = subprocess.Popen([str(BIN / "escalator"), "run"], env=again.env, stdout=again.log.open("ab"), stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):
+            if "database sqlite" in again.log.read_text():
+                break
+            threading.Event().wait(0.05)
+        assert "database sqlite" in again.log.read_text()
+    finally:
+        assert again.terminate() == 0

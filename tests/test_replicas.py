@@ -1,0 +1,219 @@
+"""Active-active (SPEC §8): two and three `escalator run` processes on one PostgreSQL and one nats-server,
+paging through the real `twilio` client against the Twilio double (which calls back signed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from escalator import clock, ladder_files
+from escalator.store import migrate
+from escalator.store.catalog import Catalog
+from escalator.store.db import make_engine
+from escalator.store.incidents import IncidentStore
+from tests.conftest import write
+from tests.harness import DaemonProcess, eventually, free_port, publish
+from tests.test_engine import nats_server  # noqa: F401 - fixture
+from tests.twilio_double import TwilioDouble
+
+pytestmark = pytest.mark.slow
+
+ALICE, BOB, CAROL = "+14155550101", "+14155550102", "+14155550103"
+RELAY = """\
+contacts:
+  - {id: alice, name: Alice, phone: "+14155550101"}
+  - {id: bob, name: Bob, phone: "+14155550102"}
+  - {id: carol, name: Carol, phone: "+14155550103"}
+---
+ladder: relay
+ack_timeout: 20s
+cycles: 1
+legs:
+  - {name: primary, contacts: [alice], channels: [voice, sms]}
+  - {name: secondary, contacts: [bob], channels: [voice, sms]}
+  - {name: fallback, contacts: [carol], channels: [voice, sms]}
+"""
+
+
+@dataclass
+class Replica:
+    name: str
+    process: DaemonProcess
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.process.port}"
+
+    def ready(self) -> dict:
+        with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:
+            return json.loads(response.read())
+
+
+@dataclass
+class Cluster:
+    double: TwilioDouble
+    replicas: list[Replica]
+    store: IncidentStore
+    db: sa.Engine
+
+    def owner(self, incident_id: str) -> str | None:
+        row = self.store.get(incident_id)
+        return row.owner if row else None
+
+    def replica(self, name: str | None) -> Replica:
+        return next(r for r in self.replicas if r.name == name)
+
+    def others(self, name: str | None) -> list[Replica]:
+        return [r for r in self.replicas if r.name != name]
+
+    def to(self, number: str) -> list[str]:
+        """Provider requests for one number: 'call' or 'sms', in order."""
+        return [("call", c.to) for c in self.double.calls if c.to == number] + [
+            ("sms", m.to) for m in self.double.messages if m.to == number
+        ]
+
+    def legs(self, incident_id: str) -> list[tuple[int, int, float]]:
+        return [
+            (e.data["cycle"], e.data["leg_index"], e.at.timestamp())
+            for e in self.store.timeline(incident_id)[0] if e.event == "leg_started"
+        ]
+
+
+@contextlib.asynccontextmanager
+async def cluster(pg_url: str, nats_url: str, tmp_path: Path, size: int) -> AsyncIterator[Cluster]:
+    db = make_engine(pg_url)
+    migrate.upgrade(db)
+    Catalog(db).apply(ladder_files.load([write(tmp_path / "relay.yaml", RELAY)]), "test", clock.now())
+    async with TwilioDouble() as double:
+        replicas = []
+        for i in range(size):
+            port = free_port()
+            env = {
+                "ESCALATOR_DATABASE_URL": pg_url, "ESCALATOR_NATS_URL": nats_url, "ESCALATOR_HTTP_PORT": str(port),
+                "ESCALATOR_PUBLIC_URL": f"http://127.0.0.1:{port}", "ESCALATOR_DATA_DIR": str(tmp_path / f"r{i}"),
+                "ESCALATOR_REPLICA_ID": f"r{i}", "ESCALATOR_DRY_RUN": "false", "ESCALATOR_PUSH_SIGNING_KEY": "shared-test-key",
+                "ESCALATOR_TWILIO_ACCOUNT_SID": double.account_sid, "ESCALATOR_TWILIO_AUTH_TOKEN": double.auth_token,
+                "ESCALATOR_TWILIO_FROM": "+14155550100", "ESCALATOR_TWILIO_API_URL": double.url,
+            }
+            replicas.append(Replica(f"r{i}", DaemonProcess(env, tmp_path / f"r{i}.log")))
+        await asyncio.gather(*(asyncio.to_thread(r.process.start) for r in replicas))
+        try:
+            yield Cluster(double, replicas, IncidentStore(db), db)
+        finally:
+            await asyncio.gather(*(asyncio.to_thread(r.process.terminate) for r in replicas))
+            db.dispose()
+
+
+def urgent(incident_id: str) -> dict:
+    return {"id": incident_id, "ladder": "relay", "summary": "No heat, 12 Elm St"}
+
+
+def test_incidents_spread_across_three_replicas_each_paged_once(pg_url, nats_server, tmp_path) -> None:
+    ids = [f"inc-spread-{i}" for i in range(12)]
+
+    async def scenario() -> tuple[dict[str, str | None], list[int], Cluster]:
+        async with cluster(pg_url, nats_server.url, tmp_path, 3) as c:
+            for incident_id in ids:
+                await publish(nats_server.url, "incidents.urgent", urgent(incident_id), incident_id)
+                await asyncio.sleep(0.15)
+            await eventually(lambda: all(c.owner(i) for i in ids), timeout=15)
+            await eventually(lambda: len(c.to(ALICE)) == 2 * len(ids), timeout=15)
+            await asyncio.sleep(1.0)  # nothing more should come
+            held = [r.ready()["leases_held"] for r in c.replicas]
+            return {i: c.owner(i) for i in ids}, held, c
+
+    owners, held, c = asyncio.run(scenario())
+    assert len(set(owners.values())) >= 2, owners  # the consumer spread them
+    assert sum(held) == len(ids) and held == [list(owners.values()).count(f"r{i}") for i in range(3)]
+    assert len(c.to(ALICE)) == 2 * len(ids)  # every incident paged once on voice and SMS: no replica doubled up
+    assert c.to(BOB) == []
+
+
+def test_kill9_of_the_driving_replica_another_continues_at_the_same_leg_and_deadline(pg_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with cluster(pg_url, nats_server.url, tmp_path, 3) as c:
+            await publish(nats_server.url, "incidents.urgent", urgent("inc-k9"), "inc-k9")
+            await eventually(lambda: len(c.to(ALICE)) == 2, timeout=15)
+            await eventually(lambda: {p.status for p in c.store.pages("inc-k9")} == {"sent"}, timeout=10)
+            deadline = c.store.get("inc-k9").deadline.timestamp()
+            victim = c.owner("inc-k9")
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(c.replica(victim).process.kill9)  # mid-leg: alice's 20 s window is running
+            killed_at = time.time()
+            heir = await eventually(lambda: (o := c.owner("inc-k9")) != victim and o, timeout=20, interval=0.1)
+            took_over = time.time() - killed_at
+            await eventually(lambda: len(c.to(BOB)) == 2, timeout=deadline - time.time() + 10)
+            await asyncio.sleep(1.0)
+            assert c.owner("inc-k9") == heir  # it drives bob's window now
+            return victim, heir, took_over, deadline, c
+
+    victim, heir, took_over, deadline, c = asyncio.run(scenario())
+    assert heir != victim and took_over <= 15.0, (heir, took_over)
+    legs = c.legs("inc-k9")
+    assert [(cycle, leg) for cycle, leg, _ in legs] == [(1, 0), (1, 1)]  # no leg skipped, none repeated
+    assert 0 <= legs[1][2] - deadline < 1.0  # the heir fired alice's window at its original deadline
+    assert len(c.to(ALICE)) <= 2 + 1 and len(c.to(BOB)) == 2  # at most one repeated page
+
+
+def test_an_sms_ack_at_a_replica_that_does_not_drive_the_incident_stops_the_walk(pg_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with cluster(pg_url, nats_server.url, tmp_path, 2) as c:
+            await publish(nats_server.url, "incidents.urgent", urgent("inc-sms"), "inc-sms")
+            text = await eventually(lambda: next((m.body for m in c.double.messages if m.to == ALICE), None), timeout=15)
+            code = re.search(r"Reply ACK (\d+) to take it", text).group(1)
+            owner = c.owner("inc-sms")
+            assert c.replica(owner).ready()["windows_armed"] == 1
+            other = c.others(owner)[0]
+            status, reply = await c.double.post(other.url + "/twilio/sms", {"From": ALICE, "Body": f"ACK {code}"})
+            acked_at = time.monotonic()
+            await eventually(lambda: c.replica(owner).ready()["windows_armed"] == 0, timeout=10)
+            stopped_after = time.monotonic() - acked_at
+            deadline = c.store.get("inc-sms").state["deadline"]
+            await asyncio.sleep(21)  # past alice's window: nobody else may be paged
+            return owner, other.name, status, reply, stopped_after, deadline, c
+
+    owner, other, status, reply, stopped_after, deadline, c = asyncio.run(scenario())
+    assert owner != other and status == 200 and "inc-sms" in reply
+    row = c.store.get("inc-sms")
+    assert row.status == "acknowledged" and row.acked_by == "alice" and row.owner is None
+    assert stopped_after < 2.0  # the owner heard at once (the event on NATS), not at its next lease renewal
+    assert c.to(BOB) == [] and c.legs("inc-sms") == c.legs("inc-sms")[:1]
+    ack = next(e for e in c.store.timeline("inc-sms")[0] if e.event == "acknowledged")
+    assert (ack.data["channel"], ack.data["contact"]) == ("sms", "alice")
+
+
+def test_sigterm_hands_the_incidents_over_at_once(pg_url, nats_server, tmp_path) -> None:
+    async def scenario():
+        async with cluster(pg_url, nats_server.url, tmp_path, 2) as c:
+            await publish(nats_server.url, "incidents.urgent", urgent("inc-term"), "inc-term")
+            await eventually(lambda: len(c.to(ALICE)) == 2, timeout=15)
+            await eventually(lambda: {p.status for p in c.store.pages("inc-term")} == {"sent"}, timeout=10)
+            deadline = c.store.get("inc-term").deadline.timestamp()
+            leaving = c.replica(c.owner("inc-term"))
+            leaving.process.process.send_signal(signal.SIGTERM)
+            asked_at = time.time()
+            heir = await eventually(lambda: (o := c.owner("inc-term")) not in (None, leaving.name) and o, timeout=15, interval=0.05)
+            handed_over = time.time() - asked_at
+            code = await asyncio.to_thread(leaving.process.process.wait, 30)
+            await eventually(lambda: len(c.to(BOB)) == 2, timeout=deadline - time.time() + 10)
+            await asyncio.sleep(0.5)
+            return leaving.name, heir, handed_over, code, deadline, c
+
+    leaving, heir, handed_over, code, deadline, c = asyncio.run(scenario())
+    assert code == 0 and heir != leaving
+    assert handed_over < 3.0, handed_over  # released on SIGTERM, claimed on the heir's next round (1 s)
+    legs = c.legs("inc-term")
+    assert [(cycle, leg) for cycle, leg, _ in legs] == [(1, 0), (1, 1)]
+    assert 0 <= legs[1][2] - deadline < 1.0
+    assert len(c.to(ALICE)) == 2 and len(c.to(BOB)) == 2  # a clean hand-over repeats nothing
