@@ -58,9 +58,14 @@ def test_production_deployment_is_locked_down() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["limits"]["memory"] == "1Gi"
     assert pod["terminationGracePeriodSeconds"] >= 30
-    # one replica, never two during a rollout, until leases land (README "The daemon")
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
-    secrets = {e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "valueFrom" in e}
+    # active-active: several replicas, a rollout never drops below them, a drain keeps one
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    replica_id = next(e for e in container["env"] if e["name"] == "ESCALATOR_REPLICA_ID")
+    assert replica_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    secrets = {e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
     assert {"database-url", "twilio-auth-token", "push-signing-key"} <= secrets
     assert not any(e.get("value") for e in container["env"])  # no secret inline
     ingress = next(d for d in docs if d["kind"] == "Ingress")
