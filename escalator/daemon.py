@@ -97,6 +97,8 @@ class Daemon:
         self.single_replica = self.db.dialect.name == "sqlite"
         self._file_lock: Any = None
         self._leasing = False
+        self._renewing = asyncio.Event()  # set when the lease may stop being renewed (just before release)
+        self._publishing = asyncio.Event()  # set when the outbox may stop (after the last steps)
         self.ingest = Ingest(self.engine, on_lag=self.metrics.ingest_lag.observe)
         self.intake = Intake(self.engine, self.store, self.codes, settings.public_url, tokens=self.tokens)
         self.nats: Any = None
@@ -139,16 +141,17 @@ class Daemon:
                 await self.embedded.start()
             else:
                 log.info("NATS already reachable at %s:%s; not starting an embedded server", parsed.hostname, parsed.port or 4222)
+        await self.leases.start(self.single_replica)  # our lease exists before anything can step here
+        self._leasing = True
         await self.http.start()
         log.info("HTTP on http://%s:%d (/healthz, /readyz, /metrics)", self.settings.http_host, self.settings.http_port)
         await self.engine.start()
-        await self.leases.start(self.single_replica)
-        self._leasing = True
+        await self.leases.adopt_all()
         self._tasks = [
-            asyncio.create_task(self.leases.run(self.stop_event), name="leases"),
+            asyncio.create_task(self.leases.run(self.stop_event, self._renewing), name="leases"),
             asyncio.create_task(self._connect_nats(), name="nats"),
             asyncio.create_task(self.ingest.run(self.stop_event), name="ingest"),
-            asyncio.create_task(self.publisher.run(self.stop_event), name="outbox"),
+            asyncio.create_task(self.publisher.run(self._publishing), name="outbox"),
             asyncio.create_task(self._gauges(), name="gauges"),
         ]
         self.ready.set()
@@ -183,6 +186,13 @@ class Daemon:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    @staticmethod
+    async def _finish(task: asyncio.Task[Any], timeout: float) -> None:
+        try:
+            await asyncio.wait_for(task, timeout)
+        except Exception:
+            task.cancel()
+
     async def _closed_elsewhere(self, msg: Any) -> None:
         """The fast path; the lease renewal finds the same within a third of the lease if NATS is away."""
         try:
@@ -190,7 +200,7 @@ class Daemon:
         except Exception:
             return
         if incident_id in self.engine.driving() or incident_id in self.engine.paging():
-            self.engine.let_go(incident_id, closed=True)
+            await self.engine.reconsider(incident_id)  # the database decides, not the message
 
     async def _nats_error(self, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"[:200]
@@ -239,24 +249,31 @@ class Daemon:
         }
 
     async def _shutdown(self) -> None:
-        self.stop_event.set()
-        for task in self._tasks:
-            if task.get_name() in ("ingest", "outbox"):
-                try:
-                    await asyncio.wait_for(task, 10)
-                except Exception:
-                    task.cancel()
-            else:
-                task.cancel()
-        await self.engine.stop()  # windows off and pages finished (or left pending for the next owner)...
+        """Hand over cleanly: stop taking messages and webhooks (the Service sends them to the other
+        replicas), let work in flight finish with windows still firing, keep the lease renewed until
+        then, release it, and publish what the last steps recorded."""
+        self.stop_event.set()  # ingest and claiming stop
+        tasks = {task.get_name(): task for task in self._tasks}
+        if "ingest" in tasks:
+            await self._finish(tasks["ingest"], 10)
+        await self.http.stop()
+        await self.engine.stop()  # work in flight finished, or left pending for the next owner...
+        self._renewing.set()
+        if "leases" in tasks:
+            await self._finish(tasks["leases"], 10)
         if self._leasing:
-            await self.leases.release()  # ...then the other replicas take over within a second
+            await self.leases.release()  # ...and the other replicas take over within a second
+        self._publishing.set()
+        if "outbox" in tasks:
+            await self._finish(tasks["outbox"], 10)
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
         if self.nats is not None:
             try:
                 await asyncio.wait_for(self.nats.close(), 5)
             except Exception:
                 pass
-        await self.http.stop()
         for channel in self.channels.values():
             await channel.close()
         if self.embedded is not None:

@@ -54,6 +54,7 @@ class Engine:
         self._page_tasks: dict[str, set[asyncio.Task[Any]]] = {}  # pages in flight, per incident
         self._stopped: set[asyncio.Task[Any]] = set()  # page tasks cancelled because the incident closed
         self._inflight: set[tuple[str, str]] = set()  # (incident, page key) being sent by this process
+        self._recording: set[asyncio.Task[Any]] = set()  # page tasks recording the provider's answer
         self.owned: set[str] = set()  # incidents this replica drives (escalator.leases)
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -62,58 +63,81 @@ class Engine:
         self.windows.start()
 
     async def stop(self, grace: float = 5.0) -> None:
+        """Give work in flight `grace` seconds, windows still firing meanwhile (a window due during a
+        shutdown must not wait for the next owner); then stop the timers and cancel what is left,
+        which stays pending in the database for the replica that takes over."""
+        deadline = asyncio.get_running_loop().time() + grace
+        while self._tasks:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait(set(self._tasks), timeout=left)
         self.windows.shutdown()
-        if self._tasks:
-            done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1)
+        pending = set(self._tasks)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=2)
 
     async def adopt(self, incident_ids: list[str]) -> tuple[int, int]:
-        """Drive incidents this replica just claimed: re-arm their windows from the database (an
-        overdue one fires at once) and finish pages a crash interrupted. Returns (windows, re-sent)."""
-        windows = await asyncio.to_thread(self.store.windows_of, incident_ids)
-        self.owned.update(incident_ids)
-        for incident_id, cycle, leg_index, deadline in windows:
-            # A step here may have armed a newer window since the claim read it: never step back.
-            self.windows.arm(incident_id, deadline, cycle, leg_index, only_if_newer=True)
+        """Drive incidents this replica has claimed: re-arm their windows from the database (an
+        overdue one fires at once) and finish pages a crash interrupted. Returns (windows, re-sent).
+
+        Idempotent, and safe beside steps running here: each incident is taken under its lock, a
+        window only ever moves forward, and a page this process is still sending is left alone."""
+        windows = {w[0]: w for w in await asyncio.to_thread(self.store.windows_of, incident_ids)}
+        for incident_id in incident_ids:
+            async with self._lock(incident_id):
+                self.owned.add(incident_id)
+                if incident_id in windows:
+                    _, cycle, leg_index, deadline = windows[incident_id]
+                    self.windows.arm(incident_id, deadline, cycle, leg_index, only_if_newer=True)
         resent = 0
         for incident_id, page, already_resent in await asyncio.to_thread(self.store.unsent_pages, incident_ids):
-            if (incident_id, page.key) in self._inflight:  # our own page, still trying: not interrupted
-                continue
             if already_resent:  # sent once, re-sent once, still unconfirmed: give up on it, visibly
-                await self.handle(incident_id, PageFailed(page, "not confirmed after a re-send (restarts)"))
+                if (incident_id, page.key) not in self._inflight:
+                    await self.handle(incident_id, PageFailed(page, "not confirmed after a re-send (restarts)"))
                 continue
-            claim = await asyncio.to_thread(self.store.claim_resend, page, incident_id)
-            if claim is not None:
+            async with self._lock(incident_id):
+                if (incident_id, page.key) in self._inflight:  # ours, still trying: not interrupted
+                    continue
+                claim = await asyncio.to_thread(self.store.claim_resend, page, incident_id)
+                if claim is None:
+                    continue
                 resent += 1
                 if claim.walk is not None and claim.walk.deadline is not None:  # retries end with the leg
                     left = (claim.walk.deadline - self.now()).total_seconds()
                     page = replace(page, window_s=max(min(page.window_s, left), 1.0))
-                coro = self._send(incident_id, page, claim.summary, claim.contacts.get(page.contact))
-                self._spawn(coro, page_of=incident_id)
+                self._page(incident_id, page, claim.summary, claim.contacts.get(page.contact))
         return len(windows), resent
 
     def driving(self) -> set[str]:
-        """Incidents whose lease this replica believes it holds."""
+        """Incidents this replica believes it drives."""
         return set(self.owned)
 
     def paging(self) -> set[str]:
-        """Incidents with pages in flight here (owned or not)."""
+        """Incidents with pages in flight here (driven here or not)."""
         return set(self._page_tasks)
 
-    def let_go(self, incident_id: str, closed: bool) -> None:
-        """Another replica drives this incident now, or somebody closed it elsewhere: stop our window
-        and our pages. Pages of a closed incident are recorded as stopped; those of an incident taken
-        over are left pending for the new owner, which re-sends what was interrupted."""
-        self.owned.discard(incident_id)
-        self.windows.cancel(incident_id)
-        if closed:
-            self._stop_pages(incident_id)
-        else:
-            for task in self._page_tasks.pop(incident_id, set()):
-                task.cancel()
+    async def reconsider(self, incident_id: str) -> str | None:
+        """Is this incident still ours? Checked in the database under the incident's lock, so a step
+        here that just took it back is never undone. Closed → our pages stop (recorded); driven by
+        another replica → our window stops, pages in flight finish (the walk ignores stale ones)."""
+        async with self._lock(incident_id):
+            found = (await asyncio.to_thread(self.store.statuses, [incident_id])).get(incident_id)
+            if found is None:
+                return None
+            status, owner = found
+            if status not in walk.ACTIVE:
+                self.owned.discard(incident_id)
+                self.windows.cancel(incident_id)
+                self._stop_pages(incident_id)
+                return "closed"
+            if owner != self.store.replica and incident_id in self.owned:
+                self.owned.discard(incident_id)
+                self.windows.cancel(incident_id)
+                return "taken"
+            return None
 
     async def refresh_gauges(self) -> None:
         counts = await asyncio.to_thread(self.store.count_by_status)
@@ -134,7 +158,15 @@ class Engine:
     async def handle(self, incident_id: str, event: Event, note_if_ignored: str | None = None) -> StepResult:
         # Shielded: a step that may have committed must have its commands carried out (a window
         # armed, pages sent) even when the task asking for it is cancelled (pages being stopped).
-        return await asyncio.shield(self._handle(incident_id, event, note_if_ignored))
+        step = asyncio.get_running_loop().create_task(self._handle(incident_id, event, note_if_ignored))
+        self._tasks.add(step)  # stop() waits for it like any other work
+        step.add_done_callback(self._step_done)
+        return await asyncio.shield(step)
+
+    def _step_done(self, step: asyncio.Task[Any]) -> None:
+        self._tasks.discard(step)
+        if not step.cancelled() and step.exception() is not None:  # retrieved: its caller may be gone
+            log.debug("a step ended with %s", type(step.exception()).__name__)
 
     async def _handle(self, incident_id: str, event: Event, note_if_ignored: str | None) -> StepResult:
         incident_var.set(incident_id)
@@ -179,8 +211,8 @@ class Engine:
             elif isinstance(command, CancelWindow):
                 self.windows.cancel(incident_id)
             elif isinstance(command, PageCmd):
-                coro = self._send(incident_id, command, result.summary, result.contacts.get(command.contact))
-                self._spawn(coro, page_of=incident_id)
+                self._page(incident_id, command, result.summary, result.contacts.get(command.contact))
+                self.owned.add(incident_id)  # the step took the incident (escalator.store.incidents)
             elif isinstance(command, Notify):
                 self._spawn(self._notify(incident_id, command, result.contacts))
             elif isinstance(command, Emit):
@@ -211,19 +243,24 @@ class Engine:
                 self._stopped.add(task)
                 task.cancel()
 
+    def _page(self, incident_id: str, command: PageCmd, summary: str, contact: Any) -> None:
+        self._inflight.add((incident_id, command.key))  # now, not when the task starts: adopt() checks it
+        self._spawn(self._send(incident_id, command, summary, contact), page_of=incident_id)
+
     async def _send(self, incident_id: str, command: PageCmd, summary: str, contact: Any) -> None:
-        self._inflight.add((incident_id, command.key))
         try:
             await self._deliver(incident_id, command, summary, contact)
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if task in self._stopped:  # not a shutdown: record why this page ended
+            if task in self._stopped and task not in self._recording:  # not a shutdown, nor already answered
                 self._stopped.discard(task)
                 stop = PageFailed(command, "stopped: the incident was taken or resolved")
                 self._spawn(self._retrying(self.handle, incident_id, stop))
             raise
         finally:
             self._inflight.discard((incident_id, command.key))
+            self._stopped.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._recording.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def _deliver(self, incident_id: str, command: PageCmd, summary: str, contact: Any) -> None:
         channel = self.channels.get(command.channel)
@@ -249,6 +286,7 @@ class Engine:
             log.warning("retiring %d push token(s) of %s: FCM says they no longer exist", len(outcome.dead_tokens), contact.id)
             await self._retrying(asyncio.to_thread, self.store.retire_push_tokens, contact.id, outcome.dead_tokens, self.now())
         event = PageSent(command, outcome.ref) if outcome.ok else PageFailed(command, outcome.reason or "failed")
+        self._recording.add(asyncio.current_task())  # type: ignore[arg-type]  # the answer is in: stopping now changes nothing
         await self._retrying(self.handle, incident_id, event)
 
     async def _notify(self, incident_id: str, command: Notify, contacts: Mapping[str, Any]) -> None:

@@ -1,16 +1,18 @@
-"""Keeps this replica's lease: renews it, claims incidents nobody alive drives, lets go of what
-it no longer drives, and releases everything on shutdown (escalator.store.leases has the rules).
+"""Keeps this replica's lease: renews it, claims incidents nobody alive drives, lets go of what it
+no longer drives, and releases everything on shutdown (escalator.store.leases has the rules).
 
-Every second it claims free incidents (a replica died, or released them on SIGTERM); every third
-of the lease it renews. With the default 10 s lease a dead replica's incidents are driven again
-within about 11 s, each at its current leg and deadline.
+Two loops, so a long takeover can never delay the renewal and let our own lease run out: renewal
+every third of the lease (then a check that what we drive is still ours, and that what the
+database says is ours is driven here), and claiming every second. With the default 10 s lease a
+dead replica's incidents are driven again within about 11 s, each at its current leg and deadline.
+
+One replica on SQLite (guarded by a file lock) needs neither loop: nobody else can take anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -18,12 +20,12 @@ from escalator import clock
 from escalator.engine import Engine
 from escalator.metrics import Metrics
 from escalator.store.leases import Leases
-from escalator.walk import ACTIVE
 
 log = logging.getLogger("escalator.leases")
 
 CLAIM_EVERY_S = 1.0
 BATCH = 500
+THOROUGH_EVERY = 30  # claim rounds between sweeps for owners that never registered a lease
 
 
 class LeaseKeeper:
@@ -35,23 +37,35 @@ class LeaseKeeper:
         self.metrics = metrics
         self.renew_every = ttl_s / 3
         self.now = now
+        self.single = False
+        self._rounds = 0
 
     async def start(self, single_replica: bool) -> None:
-        """Before the replica reports ready: register our lease, take back what is in our name and
-        claim what nobody drives. With one replica guaranteed (SQLite's file lock) every lease is
-        free: whoever held it is dead."""
+        """Before anything can step an incident here: register our lease. Then, before the replica
+        reports ready, drive what is in our name (a restarted container) and claim what nobody drives.
+        With one replica guaranteed every lease is free: whoever held it is dead."""
+        self.single = single_replica
         if single_replica:
             await asyncio.to_thread(self.leases.expire_all)
         await asyncio.to_thread(self.leases.renew, self.now())
-        windows, resent, claimed = await self.claim(own_too=True)
+
+    async def adopt_all(self) -> None:
+        mine = sorted(await asyncio.to_thread(self.leases.kept))
+        windows = resent = 0
+        for start in range(0, len(mine), BATCH):
+            w, r = await self.engine.adopt(mine[start : start + BATCH])
+            windows, resent = windows + w, resent + r
+        w, r, claimed = await self.claim()
         log.info("replica %s: drives %d open incidents (%d windows re-armed, %d interrupted pages re-sent)",
-                 self.leases.replica, claimed, windows, resent)
+                 self.leases.replica, len(mine) + claimed, windows + w, resent + r)
         self.metrics.leases_held.set(len(self.engine.owned))
 
-    async def claim(self, own_too: bool = False) -> tuple[int, int, int]:
+    async def claim(self) -> tuple[int, int, int]:
         windows = resent = claimed = 0
+        self._rounds += 1
+        thorough = self._rounds % THOROUGH_EVERY == 0
         while True:
-            ids = await asyncio.to_thread(self.leases.claim, self.now(), BATCH, own_too)
+            ids = await asyncio.to_thread(self.leases.claim, self.now(), BATCH, thorough)
             if ids:
                 w, r = await self.engine.adopt(ids)
                 windows, resent, claimed = windows + w, resent + r, claimed + len(ids)
@@ -63,35 +77,39 @@ class LeaseKeeper:
     async def renew(self) -> None:
         await asyncio.to_thread(self.leases.renew, self.now())
         kept = await asyncio.to_thread(self.leases.kept)
-        # What we drive but is no longer ours, and pages running here for incidents closed meanwhile.
-        doubtful = (self.engine.driving() | self.engine.paging()) - kept
-        if doubtful:
-            driving = self.engine.driving()
-            for incident_id, (status, owner) in (await asyncio.to_thread(self.engine.store.statuses, doubtful)).items():
-                closed = status not in ACTIVE
-                # owner is us again when a step here took it after the read above (a new incident).
-                if closed or (incident_id in driving and owner != self.leases.replica):
-                    log.info("incident %s: %s; its window and pages here stop", incident_id,
-                             "closed on another replica" if closed else "now driven by another replica")
-                    self.engine.let_go(incident_id, closed)
+        # What we drive or page for but the database no longer gives us: checked one by one, locked.
+        for incident_id in (self.engine.driving() | self.engine.paging()) - kept:
+            why = await self.engine.reconsider(incident_id)
+            if why:
+                log.info("incident %s %s; its window here stops", incident_id,
+                         "was closed on another replica" if why == "closed" else "is driven by another replica now")
+        # What the database gives us but we do not drive: a claim whose adopt failed half-way.
+        orphans = sorted(kept - self.engine.driving())
+        if orphans:
+            await self.engine.adopt(orphans)
         self.metrics.leases_held.set(len(self.engine.owned))
 
-    async def run(self, stop: asyncio.Event) -> None:
-        last_renew = time.monotonic()
+    async def run(self, claiming: asyncio.Event, renewing: asyncio.Event) -> None:
+        """Claims until `claiming` is set (shutdown begins), renews until `renewing` is set (just before release)."""
+        if self.single:
+            return
+        await asyncio.gather(self._loop(claiming, CLAIM_EVERY_S, self._claim_round), self._loop(renewing, self.renew_every, self.renew))
+
+    async def _claim_round(self) -> None:
+        windows, resent, claimed = await self.claim()
+        if claimed:
+            log.warning("took over %d incidents nobody was driving (%d windows re-armed, %d pages re-sent)", claimed, windows, resent)
+
+    @staticmethod
+    async def _loop(stop: asyncio.Event, every: float, work: Callable[[], object]) -> None:
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), CLAIM_EVERY_S)
+                await asyncio.wait_for(stop.wait(), every)
                 return
             except TimeoutError:
                 pass
             try:
-                if time.monotonic() - last_renew >= self.renew_every:
-                    last_renew = time.monotonic()
-                    await self.renew()
-                windows, resent, claimed = await self.claim()
-                if claimed:
-                    log.warning("took over %d incidents whose lease ran out (%d windows re-armed, %d pages re-sent)",
-                                claimed, windows, resent)
+                await work()  # type: ignore[misc]
             except Exception as exc:  # the database is away: windows here keep firing; try again
                 log.warning("lease round failed (%s); retrying", type(exc).__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import threading
@@ -16,7 +17,11 @@ from escalator.store.db import make_engine, write_session
 from escalator.store.incidents import IncidentStore, NewIncident
 from escalator.store.leases import Leases
 from escalator.store.tables import IncidentRow
-from escalator.walk import Acknowledge, WindowExpired
+from escalator.channels.recording import RecordingChannel
+from escalator.engine import Engine
+from escalator.leases import LeaseKeeper
+from escalator.metrics import Metrics
+from escalator.walk import Acknowledge, PageCmd, Pass, WindowExpired
 from tests.conftest import write
 from tests.harness import BIN, DaemonProcess, free_port
 from tests.test_engine import PEOPLE, ladders  # noqa: F401 - fixture
@@ -80,13 +85,22 @@ def test_a_closed_incident_is_never_claimed(ladders) -> None:
     assert lease_b.claim(now + timedelta(hours=1)) == []
 
 
-def test_at_start_a_replica_takes_back_what_is_in_its_name(ladders) -> None:
-    (a, lease_a), (_, same_name_restarted) = replicas(ladders.engine, "pod-a", "pod-a")
+def test_a_replica_restarted_under_its_name_finds_its_incidents(ladders) -> None:
+    (a, lease_a), (_, same_name_restarted), (_, other) = replicas(ladders.engine, "pod-a", "pod-a", "pod-b")
     now = clock.now()
     lease_a.renew(now)
     a.open(NewIncident("inc-own", "slow", "No heat"), None, now)
-    assert same_name_restarted.claim(now) == []  # its lease is alive
-    assert same_name_restarted.claim(now, own_too=True) == ["inc-own"]
+    assert other.claim(now) == []  # pod-a's lease is alive: nobody else takes it
+    assert same_name_restarted.kept() == {"inc-own"}  # what it drives again at once on start
+
+
+def test_an_owner_that_never_registered_a_lease_is_found_by_the_thorough_sweep(ladders) -> None:
+    (ghost, _), (_, lease_b) = replicas(ladders.engine, "ghost", "b")
+    now = clock.now()
+    lease_b.renew(now)
+    ghost.open(NewIncident("inc-ghost", "slow", "No heat"), None, now)
+    assert lease_b.claim(now) == []  # the fast path only looks at replicas whose lease ran out
+    assert lease_b.claim(now, thorough=True) == ["inc-ghost"]
 
 
 def test_a_single_replica_frees_every_lease_at_start(ladders) -> None:
@@ -103,10 +117,11 @@ def test_claiming_skips_an_incident_in_the_middle_of_a_step(pg_url, tmp_path) ->
     engine = make_engine(pg_url)
     migrate.upgrade(engine)
     Catalog(engine).apply(ladder_files.load([write(tmp_path / "people.yaml", PEOPLE)]), "test", clock.now())
-    (a, _), (_, lease_b) = replicas(engine, "a", "b")
+    (a, lease_a), (_, lease_b) = replicas(engine, "a", "b")
     start = clock.now()
     for i in range(2):
-        a.open(NewIncident(f"inc-{i}", "slow", "No heat"), None, start)  # a never renewed: a is not alive
+        a.open(NewIncident(f"inc-{i}", "slow", "No heat"), None, start)
+    lease_a.release()  # nobody drives them now (a SIGTERM'd replica)
     later = start + timedelta(seconds=1)
     stepping, done = threading.Event(), threading.Event()
 
@@ -165,3 +180,67 @@ def test_a_second_replica_on_one_sqlite_database_is_refused(tmp_path) -> None:
         assert "database sqlite" in again.log.read_text()
     finally:
         assert again.terminate() == 0
+
+
+def test_a_pass_at_another_replica_on_the_last_leg_moves_the_incident_there(ladders) -> None:
+    """Exhausting sends the final pages with no window: whoever sends them must own them (a crash re-sends)."""
+    (a, _), (b, _) = replicas(ladders.engine, "a", "b")
+    now = clock.now()
+    a.open(NewIncident("inc-x", "night", "No heat"), None, now)  # one cycle of three legs
+    a.step("inc-x", WindowExpired(1, 0), now)
+    a.step("inc-x", WindowExpired(1, 1), now)  # fallback, the last leg
+    result = b.step("inc-x", Pass("carol"), now)
+    assert any(isinstance(c, PageCmd) for c in result.commands) and result.walk.status == "exhausted"
+    assert owner(ladders.engine, "inc-x") == "b"
+
+
+def keeper_for(store: IncidentStore) -> tuple[Engine, LeaseKeeper]:
+    recorder = RecordingChannel("rec")
+    engine = Engine(store, {"voice": recorder, "sms": recorder, "push": recorder}, Metrics())
+    return engine, LeaseKeeper(Leases(store.engine, store.replica, TTL), engine, engine.metrics, TTL)
+
+
+def test_renewal_drives_what_a_half_finished_claim_left_behind(ladders) -> None:
+    """A claim committed but its adopt failed (the database went away between): the next renewal adopts it."""
+    (a, lease_a), (b_store, lease_b) = replicas(ladders.engine, "a", "b")
+
+    async def scenario() -> tuple[int, int]:
+        engine, keeper = keeper_for(b_store)
+        await engine.start()
+        await keeper.start(single_replica=False)
+        now = clock.now()
+        lease_a.renew(now - timedelta(seconds=60))  # a died long ago
+        a.open(NewIncident("inc-half", "slow", "No heat"), None, now)
+        assert lease_b.claim(now) == ["inc-half"]  # committed ... and then nothing was armed
+        before = engine.windows.armed()
+        await keeper.renew()
+        after = engine.windows.armed()
+        await engine.stop(grace=0.1)
+        return before, after
+
+    assert asyncio.run(scenario()) == (0, 1)
+
+
+def test_renewal_never_undoes_a_step_that_took_the_incident_back(ladders) -> None:
+    """a → b (a pass at b) → a (a pass at a): a's renewal must see a as the owner and keep its window."""
+    (a_store, _), (b, _) = replicas(ladders.engine, "a", "b")
+
+    async def scenario() -> tuple[str | None, int, str | None]:
+        engine, keeper = keeper_for(a_store)
+        await engine.start()
+        await keeper.start(single_replica=False)
+        await engine.open(NewIncident("inc-pp", "night", "No heat"))
+        b.step("inc-pp", Pass("alice"), clock.now())  # bob's leg, driven by b
+        assert owner(ladders.engine, "inc-pp") == "b"
+        await engine.handle("inc-pp", Pass("bob"))  # carol's leg, driven by a again
+        await keeper.renew()
+        result = owner(ladders.engine, "inc-pp"), engine.windows.armed(), "inc-pp" in engine.driving()
+        b.step("inc-pp", Pass("carol"), clock.now())  # now b really has it (the last leg: exhausted)
+        await keeper.renew()
+        after = engine.windows.armed(), "inc-pp" in engine.driving()
+        await engine.stop(grace=0.1)
+        return result, after
+
+    (owner_, armed, driving), after = asyncio.run(scenario())
+    assert (owner_, armed, driving) == ("a", 1, True)
+    assert after == (0, False)

@@ -25,6 +25,7 @@ async def boot(engine: Engine) -> None:
     await engine.start()
     keeper = LeaseKeeper(Leases(engine.store.engine, engine.store.replica, 10), engine, engine.metrics, 10)
     await keeper.start(single_replica=True)
+    await keeper.adopt_all()
 
 
 async def paging_while_alice_hangs(store: IncidentStore, incident_id: str) -> Engine:

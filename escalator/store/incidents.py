@@ -159,8 +159,8 @@ class IncidentStore:
                 row.closed_at = now
             if new_walk.status not in walk_.ACTIVE:  # nothing left to drive
                 row.owner = None
-            elif any(isinstance(c, walk_.ArmWindow) for c in commands):
-                row.owner = self.replica
+            elif any(isinstance(c, (walk_.ArmWindow, PageCmd)) for c in commands):
+                row.owner = self.replica  # its window and pages are ours now (a crash: re-sent by the next owner)
             self._record(session, new_walk, commands, now)
             wanted = {c.contact for c in commands if isinstance(c, (PageCmd, walk_.Notify))}
             return StepResult("changed", new_walk, commands, row.summary, self._contacts(session, wanted), row.opened_at)

@@ -97,7 +97,11 @@ class IncidentRow(SQLModel, table=True):
     __table_args__ = (
         sa.ForeignKeyConstraint(["ladder", "version"], ["ladder_versions.ladder", "ladder_versions.version"]),
         sa.Index("ix_incidents_status_deadline", "status", "deadline"),
-        sa.Index("ix_incidents_owner", "owner"),
+        # Leases look up active incidents by owner; closed ones (the vast majority) stay out of it.
+        sa.Index(
+            "ix_incidents_active_owner", "owner",
+            postgresql_where=sa.text("status IN ('open', 'exhausted')"), sqlite_where=sa.text("status IN ('open', 'exhausted')"),
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=128)

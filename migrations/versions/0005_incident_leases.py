@@ -28,11 +28,14 @@ def upgrade() -> None:
     # Open incidents start with no owner: the first replica to start claims them.
     with op.batch_alter_table('incidents') as batch:
         batch.add_column(sa.Column('owner', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True))
-        batch.create_index('ix_incidents_owner', ['owner'], unique=False)
+        batch.create_index(
+            'ix_incidents_active_owner', ['owner'], unique=False,
+            postgresql_where=sa.text("status IN ('open', 'exhausted')"), sqlite_where=sa.text("status IN ('open', 'exhausted')"),
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table('incidents') as batch:
-        batch.drop_index('ix_incidents_owner')
+        batch.drop_index('ix_incidents_active_owner')
         batch.drop_column('owner')
     op.drop_table('replicas')
