@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test clean
+.PHONY: run test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("escalator needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -23,6 +23,10 @@ run: $(BIN)/.installed
 # Set up and run the whole test suite (SQLite and the PostgreSQL on 127.0.0.1:5432, database `test`).
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
+
+# The SPEC §9 figures on this machine (README "Benchmarks"); BENCH_ARGS=--quick for a short run.
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .escalator .pytest_cache .hypothesis
