@@ -49,6 +49,7 @@ class Engine:
         self.now = now
         self.codes = codes
         self.windows = Windows(self.window_expired)
+        self.steps = StepBatcher(store.run_batch)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._page_tasks: dict[str, set[asyncio.Task[Any]]] = {}  # pages in flight, per incident
@@ -149,7 +150,8 @@ class Engine:
         """Open an incident (raises store.Rejected for an unknown ladder with no default)."""
         incident_var.set(new.id)
         async with self._lock(new.id):
-            result = await asyncio.to_thread(self.store.open, new, self.default_ladder, self.now())
+            now = self.now()
+            result = await self.steps.submit(lambda session: self.store.open_in(session, new, self.default_ladder, now))
             self._carry_out(new.id, result)
         if result.outcome == "opened":
             self.metrics.incidents_opened.inc()
@@ -171,7 +173,8 @@ class Engine:
     async def _handle(self, incident_id: str, event: Event, note_if_ignored: str | None) -> StepResult:
         incident_var.set(incident_id)
         async with self._lock(incident_id):
-            result = await asyncio.to_thread(self.store.step, incident_id, event, self.now(), note_if_ignored)
+            now = self.now()
+            result = await self.steps.submit(lambda session: self.store.step_in(session, incident_id, event, now, note_if_ignored))
             self._carry_out(incident_id, result)
         return result
 
@@ -269,7 +272,10 @@ class Engine:
         else:
             code = None
             if command.channel == "sms" and self.codes is not None and contact.phone:
-                code = await self._retrying(asyncio.to_thread, self.codes.code_for, incident_id, command, contact.phone, self.now())
+                codes, now = self.codes, self.now()
+                code = await self._retrying(
+                    self.steps.submit, lambda session: codes.code_for_in(session, incident_id, command, contact.phone, now)
+                )
             page = Page(
                 incident_id, command.key, command.channel, contact, summary, command.cycle, command.leg, command.window_s, code,
                 command.leg_index,
@@ -334,6 +340,49 @@ class Engine:
                     del self._page_tasks[page_of]
 
             task.add_done_callback(done)
+
+
+class StepBatcher:
+    """Group commit. Steps that arrive while a transaction is being written wait for the next one,
+    and share it: one commit for many steps, in arrival order. Alone, a step is written at once.
+
+    Steps of one incident never share a batch out of order: each waits for its incident's lock,
+    which its predecessor holds until its result is carried out.
+    """
+
+    LIMIT = 256
+
+    def __init__(self, run_batch: Callable[[list[Any]], list[Any]]):
+        self.run_batch = run_batch
+        self._queue: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._worker: asyncio.Task[Any] | None = None
+
+    async def submit(self, call: Callable[[Any], Any]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((call, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self.LIMIT], self._queue[self.LIMIT :]
+            try:
+                results = await asyncio.to_thread(self.run_batch, [call for call, _ in batch])
+            except BaseException as exc:  # the one step of a batch of one failed: its caller retries
+                results = [exc] * len(batch)
+                if not isinstance(exc, Exception):  # cancelled: nobody will write these
+                    for _, future in batch + self._queue:
+                        if not future.done():
+                            future.set_exception(RuntimeError("the step writer stopped"))
+                    raise
+            for (_, future), result in zip(batch, results):
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
 
 
 class _IncidentLock:

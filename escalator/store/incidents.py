@@ -8,7 +8,7 @@ or none of it, and recovery can tell exactly what was decided and what was sent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -99,71 +99,105 @@ class IncidentStore:
         self.engine = engine
         self.window_scale = window_scale
         self.replica = replica  # whoever runs a step that arms a window drives it (escalator.store.leases)
+        self._ladders: dict[tuple[str, int], Ladder] = {}
 
     # -- steps --------------------------------------------------------------------------------------
+
+    def run_batch(self, calls: list[Callable[[Session], Any]]) -> list[Any]:
+        """Group commit: several steps (`open_in`, `step_in`) in one transaction, each result (or its
+        Rejected) in order. Under load this turns N commits into one. If the transaction fails, each
+        step is run again in a transaction of its own, so one bad step cannot sink the others."""
+        try:
+            with write_session(self.engine) as session, session.no_autoflush:
+                results: list[Any] = []
+                for call in calls:
+                    try:
+                        results.append(call(session))
+                    except Rejected as exc:  # raised before anything was written
+                        results.append(exc)
+                return results
+        except Exception:
+            if len(calls) == 1:
+                raise
+            out: list[Any] = []
+            for call in calls:
+                try:
+                    with write_session(self.engine) as session:
+                        out.append(call(session))
+                except Exception as exc:
+                    out.append(exc)
+            return out
 
     def open(self, new: NewIncident, default_ladder: str | None, now: datetime) -> StepResult:
         """Open an incident and start its walk; a repeated id changes nothing and is noted."""
         with write_session(self.engine) as session:
-            existing = session.get(IncidentRow, new.id, with_for_update=True)
-            if existing is not None:
-                self._note(session, new.id, now, f"repeated urgent message ignored (incident is {existing.status})")
-                return StepResult("duplicate")
-            ladder_name, fallback = self._resolve_ladder(session, new.ladder, default_ladder, new.id)
-            head = session.get(LadderRow, ladder_name)
+            return self.open_in(session, new, default_ladder, now)
+
+    def open_in(self, session: Session, new: NewIncident, default_ladder: str | None, now: datetime) -> StepResult:
+        existing = session.get(IncidentRow, new.id, with_for_update=True)
+        if existing is not None:
+            self._note(session, new.id, now, f"repeated urgent message ignored (incident is {existing.status})")
+            return StepResult("duplicate")
+        ladder_name, fallback = self._resolve_ladder(session, new.ladder, default_ladder, new.id)
+        head = session.get(LadderRow, ladder_name)
+        ladder = self._ladders.get((ladder_name, head.version))
+        if ladder is None:  # versions never change once written: parse each one once
             version_row = session.get(LadderVersionRow, (ladder_name, head.version))
-            ladder = Ladder.model_validate(version_row.snapshot)
-            contacts = self._contacts(session, ladder.contact_ids())
-            plan = build_plan(ladder, head.version, contacts, self.window_scale)
-            details: dict[str, Any] = {"summary": new.summary, "severity": new.severity}
-            if fallback:
-                details["requested_ladder"] = new.ladder
-                details["reason"] = f"unknown ladder {new.ladder!r}: walking ESCALATOR_DEFAULT_LADDER"
-            walk, commands = walk_.decide(walk_.new(new.id, plan), walk_.Open(details), now)
-            session.add(
-                IncidentRow(
-                    id=new.id, ladder=ladder_name, version=head.version, status=walk.status, deadline=walk.deadline,
-                    summary=new.summary, caller=new.caller, severity=new.severity, occurred_at=new.occurred_at,
-                    details=new.details, plan=plan.to_dict(), state=walk.to_dict(), opened_at=now, updated_at=now,
-                    owner=self.replica,
-                )
+            ladder = self._ladders[(ladder_name, head.version)] = Ladder.model_validate(version_row.snapshot)
+        contacts = self._contacts(session, ladder.contact_ids())
+        plan = build_plan(ladder, head.version, contacts, self.window_scale)
+        details: dict[str, Any] = {"summary": new.summary, "severity": new.severity}
+        if fallback:
+            details["requested_ladder"] = new.ladder
+            details["reason"] = f"unknown ladder {new.ladder!r}: walking ESCALATOR_DEFAULT_LADDER"
+        walk, commands = walk_.decide(walk_.new(new.id, plan), walk_.Open(details), now)
+        session.add(
+            IncidentRow(
+                id=new.id, ladder=ladder_name, version=head.version, status=walk.status, deadline=walk.deadline,
+                summary=new.summary, caller=new.caller, severity=new.severity, occurred_at=new.occurred_at,
+                details=new.details, plan=plan.to_dict(), state=walk.to_dict(), opened_at=now, updated_at=now,
+                owner=self.replica,
             )
-            session.flush()
-            self._record(session, walk, commands, now)
-            return StepResult("opened", walk, commands, new.summary, contacts, now)
+        )
+        session.flush()
+        self._record(session, walk, commands, now)
+        return StepResult("opened", walk, commands, new.summary, contacts, now)
 
     def step(self, incident_id: str, event: Event, now: datetime, note_if_ignored: str | None = None) -> StepResult:
         """Feed one event to an incident's walk and persist the outcome."""
         with write_session(self.engine) as session:
-            row = session.get(IncidentRow, incident_id, with_for_update=True)
-            if row is None:
-                return StepResult("unknown")
-            walk = Walk.from_dict(incident_id, Plan.from_dict(row.plan), row.state)
-            new_walk, commands = walk_.decide(walk, event, now)
-            if isinstance(event, (PageSent, PageFailed)):
-                page = session.get(PageRow, (incident_id, event.page.key))
-                if isinstance(event, PageFailed) and page is not None:
-                    page.status, page.reason, page.updated_at = "failed", event.reason, now
-                elif page is not None:  # a failure reported first (a fast status callback) stays failed
-                    page.ref, page.updated_at = event.ref, now
-                    if page.status == "pending":
-                        page.status = "sent"
-            if not commands:
-                if note_if_ignored:
-                    self._note(session, incident_id, now, f"{note_if_ignored} (incident is {row.status})")
-                return StepResult("unchanged", walk, [], row.summary)
-            row.status, row.deadline, row.state, row.updated_at = new_walk.status, new_walk.deadline, new_walk.to_dict(), now
-            if new_walk.acked_by and not row.acked_by:
-                row.acked_by = new_walk.acked_by
-            if new_walk.status in (walk_.ACKNOWLEDGED, walk_.RESOLVED) and row.closed_at is None:
-                row.closed_at = now
-            if new_walk.status not in walk_.ACTIVE:  # nothing left to drive
-                row.owner = None
-            elif any(isinstance(c, (walk_.ArmWindow, PageCmd)) for c in commands):
-                row.owner = self.replica  # its window and pages are ours now (a crash: re-sent by the next owner)
-            self._record(session, new_walk, commands, now)
-            wanted = {c.contact for c in commands if isinstance(c, (PageCmd, walk_.Notify))}
-            return StepResult("changed", new_walk, commands, row.summary, self._contacts(session, wanted), row.opened_at)
+            return self.step_in(session, incident_id, event, now, note_if_ignored)
+
+    def step_in(self, session: Session, incident_id: str, event: Event, now: datetime, note_if_ignored: str | None = None) -> StepResult:
+        row = session.get(IncidentRow, incident_id, with_for_update=True)
+        if row is None:
+            return StepResult("unknown")
+        walk = Walk.from_dict(incident_id, Plan.from_dict(row.plan), row.state)
+        new_walk, commands = walk_.decide(walk, event, now)
+        if isinstance(event, (PageSent, PageFailed)):
+            page = session.get(PageRow, (incident_id, event.page.key))
+            if isinstance(event, PageFailed) and page is not None:
+                page.status, page.reason, page.updated_at = "failed", event.reason, now
+            elif page is not None:  # a failure reported first (a fast status callback) stays failed
+                page.ref, page.updated_at = event.ref, now
+                if page.status == "pending":
+                    page.status = "sent"
+        if not commands:
+            if note_if_ignored:
+                self._note(session, incident_id, now, f"{note_if_ignored} (incident is {row.status})")
+            return StepResult("unchanged", walk, [], row.summary)
+        row.status, row.deadline, row.state, row.updated_at = new_walk.status, new_walk.deadline, new_walk.to_dict(), now
+        if new_walk.acked_by and not row.acked_by:
+            row.acked_by = new_walk.acked_by
+        if new_walk.status in (walk_.ACKNOWLEDGED, walk_.RESOLVED) and row.closed_at is None:
+            row.closed_at = now
+        if new_walk.status not in walk_.ACTIVE:  # nothing left to drive
+            row.owner = None
+        elif any(isinstance(c, (walk_.ArmWindow, PageCmd)) for c in commands):
+            row.owner = self.replica  # its window and pages are ours now (a crash: re-sent by the next owner)
+        self._record(session, new_walk, commands, now)
+        wanted = {c.contact for c in commands if isinstance(c, (PageCmd, walk_.Notify))}
+        return StepResult("changed", new_walk, commands, row.summary, self._contacts(session, wanted), row.opened_at)
 
     def reject(self, reason: str, now: datetime, incident_id: str | None, msg_id: str) -> None:
         """Publish `rejected`: in the incident's timeline (with a seq) when the incident exists."""

@@ -10,6 +10,7 @@ import secrets
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 from sqlalchemy.engine import Engine
 
 from escalator import walk
@@ -32,30 +33,35 @@ class SmsCodes:
     def code_for(self, incident_id: str, page: PageCmd, phone: str, now: datetime) -> str:
         """The page's code: the one it already has (a re-send), or a new one for this number."""
         with write_session(self.engine) as session:
-            if self.engine.dialect.name == "postgresql":  # one allocation per number at a time
-                session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))"), {"p": phone})
-            existing = session.scalar(
-                sa.select(SmsCodeRow.code).where(SmsCodeRow.incident_id == incident_id, SmsCodeRow.page_key == page.key)
-            )
-            if existing:
-                return existing
-            active = sa.select(IncidentRow.id).where(IncidentRow.status.in_(walk.ACTIVE))
-            taken = set(
-                session.scalars(
-                    sa.select(SmsCodeRow.code).where(
-                        SmsCodeRow.phone == phone,
-                        sa.or_(SmsCodeRow.created_at >= now - CODE_REUSE, SmsCodeRow.incident_id.in_(active)),
-                    )
+            return self.code_for_in(session, incident_id, page, phone, now)
+
+    def code_for_in(self, session: Session, incident_id: str, page: PageCmd, phone: str, now: datetime) -> str:
+        """`code_for` inside the caller's transaction (the engine's group commit)."""
+        if self.engine.dialect.name == "postgresql":  # one allocation per number at a time
+            session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))"), {"p": phone})
+        existing = session.scalar(
+            sa.select(SmsCodeRow.code).where(SmsCodeRow.incident_id == incident_id, SmsCodeRow.page_key == page.key)
+        )
+        if existing:
+            return existing
+        active = sa.select(IncidentRow.id).where(IncidentRow.status.in_(walk.ACTIVE))
+        taken = set(
+            session.scalars(
+                sa.select(SmsCodeRow.code).where(
+                    SmsCodeRow.phone == phone,
+                    sa.or_(SmsCodeRow.created_at >= now - CODE_REUSE, SmsCodeRow.incident_id.in_(active)),
                 )
             )
-            code = self._pick(taken)
-            session.add(
-                SmsCodeRow(
-                    phone=phone, code=code, incident_id=incident_id, page_key=page.key, contact=page.contact,
-                    cycle=page.cycle, leg_index=page.leg_index, created_at=now,
-                )
+        )
+        code = self._pick(taken)
+        session.add(
+            SmsCodeRow(
+                phone=phone, code=code, incident_id=incident_id, page_key=page.key, contact=page.contact,
+                cycle=page.cycle, leg_index=page.leg_index, created_at=now,
             )
-            return code
+        )
+        session.flush()  # visible to the next allocation in the same transaction
+        return code
 
     def _pick(self, taken: set[str]) -> str:
         digits = CODE_DIGITS
