@@ -244,3 +244,29 @@ def test_renewal_never_undoes_a_step_that_took_the_incident_back(ladders) -> Non
     (owner_, armed, driving), after = asyncio.run(scenario())
     assert (owner_, armed, driving) == ("a", 1, True)
     assert after == (0, False)
+
+
+def test_a_group_commit_that_fails_reports_each_step_on_its_own(ladders) -> None:
+    """One bad step sinks the shared transaction; every step is then written alone, and each result
+    lines up with its own call (a failed commit is that call's failure, never another's)."""
+    from escalator.store.tables import IncidentNoteRow
+
+    store, _ = replicas(ladders.engine, "a")[0]
+    now = clock.now()
+    store.open(NewIncident("inc-g", "slow", "No heat"), None, now)
+
+    def duplicate_event(session):  # fails only when committed: (incident, seq 1) exists
+        from escalator.store.tables import IncidentEventRow
+        session.add(IncidentEventRow(incident_id="inc-g", seq=1, event="opened", at=now, data={}))
+        return "written?"
+
+    def note(text):
+        def call(session):
+            session.add(IncidentNoteRow(incident_id="inc-g", at=now, note=text))
+            return text
+        return call
+
+    results = store.run_batch([note("first"), duplicate_event, note("second")])
+    assert results[0] == "first" and isinstance(results[1], sa.exc.IntegrityError) and results[2] == "second"
+    assert len(results) == 3
+    assert [n.note for n in store.timeline("inc-g")[1]] == ["first", "second"]

@@ -123,7 +123,8 @@ class IncidentStore:
             for call in calls:
                 try:
                     with write_session(self.engine) as session:
-                        out.append(call(session))
+                        result = call(session)
+                    out.append(result)  # only once committed: a failed commit is that call's failure
                 except Exception as exc:
                     out.append(exc)
             return out
@@ -176,6 +177,11 @@ class IncidentStore:
         new_walk, commands = walk_.decide(walk, event, now)
         if isinstance(event, (PageSent, PageFailed)):
             page = session.get(PageRow, (incident_id, event.page.key))
+            if page is not None and (
+                (isinstance(event, PageSent) and page.status == "sent" and page.ref == event.ref)
+                or (isinstance(event, PageFailed) and page.status == "failed" and page.reason == event.reason)
+            ):  # the same outcome again (a retry after an unclear commit): already in the timeline
+                return StepResult("unchanged", walk, [], row.summary)
             if isinstance(event, PageFailed) and page is not None:
                 page.status, page.reason, page.updated_at = "failed", event.reason, now
             elif page is not None:  # a failure reported first (a fast status callback) stays failed
