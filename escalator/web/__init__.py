@@ -20,6 +20,7 @@ from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from escalator import twiml
+from escalator.messages import ID_RE
 
 Readiness = Callable[[], Awaitable[dict[str, Any]]]
 XML = "application/xml"
@@ -46,7 +47,10 @@ def api_routes(hooks: TwilioHooks | None) -> list[Route]:
                 return JSONResponse({"error": "not available"}, status_code=404)
             header = request.headers.get("Authorization", "")
             bearer = header[7:].strip() if header.lower().startswith("bearer ") else None
-            status, body = await hooks.push(request.path_params["incident_id"], bearer, action)
+            incident_id = request.path_params["incident_id"]
+            if not ID_RE.fullmatch(incident_id):  # no such incident can exist (SPEC §3 incident ids)
+                return JSONResponse({"error": "no such incident"}, status_code=404)
+            status, body = await hooks.push(incident_id, bearer, action)
             return JSONResponse(body, status_code=status)
 
         return handle
@@ -55,6 +59,10 @@ def api_routes(hooks: TwilioHooks | None) -> list[Route]:
         Route("/api/v1/incidents/{incident_id}/ack", endpoint("ack"), methods=["POST"]),
         Route("/api/v1/incidents/{incident_id}/pass", endpoint("pass"), methods=["POST"]),
     ]
+
+
+def _has_nul(values: dict[str, str]) -> bool:
+    return any("\x00" in k or "\x00" in v for k, v in values.items())
 
 
 def _attempt(query: dict[str, str]) -> int:
@@ -86,7 +94,10 @@ def twilio_routes(hooks: TwilioHooks | None, auth_token: str | None, public_url:
             form = await signed(request)
             if form is None:
                 return PlainTextResponse("invalid or missing X-Twilio-Signature\n", status_code=403)
-            return await handle(form, dict(request.query_params))
+            query = dict(request.query_params)
+            if _has_nul(form) or _has_nul(query):  # never from Twilio, and PostgreSQL cannot store it
+                return PlainTextResponse("NUL characters are not accepted\n", status_code=400)
+            return await handle(form, query)
 
         return Route(path, endpoint, methods=["POST"])
 
