@@ -115,6 +115,14 @@ async def cluster(pg_url: str, nats_url: str, tmp_path: Path, size: int) -> Asyn
             db.dispose()
 
 
+async def first_leg_paged(c: Cluster, nats_url: str, incident_id: str) -> float:
+    """Publish the incident, wait until alice's voice and SMS pages are sent and recorded; its first deadline."""
+    await publish(nats_url, "incidents.urgent", urgent(incident_id), incident_id)
+    await eventually(lambda: len(c.to(ALICE)) == 2, timeout=15)
+    await eventually(lambda: {p.status for p in c.store.pages(incident_id)} == {"sent"}, timeout=10)
+    return c.store.get(incident_id).deadline.timestamp()
+
+
 def urgent(incident_id: str) -> dict:
     return {"id": incident_id, "ladder": "relay", "summary": "No heat, 12 Elm St"}
 
@@ -143,10 +151,7 @@ def test_incidents_spread_across_three_replicas_each_paged_once(pg_url, nats_ser
 def test_kill9_of_the_driving_replica_another_continues_at_the_same_leg_and_deadline(pg_url, nats_server, tmp_path) -> None:
     async def scenario():
         async with cluster(pg_url, nats_server.url, tmp_path, 3) as c:
-            await publish(nats_server.url, "incidents.urgent", urgent("inc-k9"), "inc-k9")
-            await eventually(lambda: len(c.to(ALICE)) == 2, timeout=15)
-            await eventually(lambda: {p.status for p in c.store.pages("inc-k9")} == {"sent"}, timeout=10)
-            deadline = c.store.get("inc-k9").deadline.timestamp()
+            deadline = await first_leg_paged(c, nats_server.url, "inc-k9")
             victim = c.owner("inc-k9")
             await asyncio.sleep(0.5)
             await asyncio.to_thread(c.replica(victim).process.kill9)  # mid-leg: alice's 20 s window is running
@@ -196,10 +201,7 @@ def test_an_sms_ack_at_a_replica_that_does_not_drive_the_incident_stops_the_walk
 def test_sigterm_hands_the_incidents_over_at_once(pg_url, nats_server, tmp_path) -> None:
     async def scenario():
         async with cluster(pg_url, nats_server.url, tmp_path, 2) as c:
-            await publish(nats_server.url, "incidents.urgent", urgent("inc-term"), "inc-term")
-            await eventually(lambda: len(c.to(ALICE)) == 2, timeout=15)
-            await eventually(lambda: {p.status for p in c.store.pages("inc-term")} == {"sent"}, timeout=10)
-            deadline = c.store.get("inc-term").deadline.timestamp()
+            deadline = await first_leg_paged(c, nats_server.url, "inc-term")
             leaving = c.replica(c.owner("inc-term"))
             leaving.process.process.send_signal(signal.SIGTERM)
             asked_at = time.time()

@@ -36,6 +36,12 @@ from escalator.walk import Emit, Event, PageCmd, PageFailed, PageSent, Plan, Wal
 EVENT_PREFIX = "escalations"
 
 
+def _chunks(ids: list[str], size: int = 500) -> Iterable[list[str]]:
+    """IN lists of bounded length (the database's parameter limits)."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
 def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -227,10 +233,10 @@ class IncidentStore:
         ids = sorted(set(incident_ids))
         out = []
         with read_session(self.engine) as session:
-            for chunk in range(0, len(ids), 500):
+            for chunk in _chunks(ids):
                 rows = session.execute(
                     sa.select(IncidentRow.id, IncidentRow.state, IncidentRow.deadline).where(
-                        IncidentRow.id.in_(ids[chunk : chunk + 500]), IncidentRow.status == walk_.OPEN,
+                        IncidentRow.id.in_(chunk), IncidentRow.status == walk_.OPEN,
                         IncidentRow.owner == self.replica,
                     )
                 )
@@ -242,9 +248,9 @@ class IncidentStore:
         ids = sorted(set(incident_ids))
         out: dict[str, tuple[str, str | None]] = {}
         with read_session(self.engine) as session:
-            for chunk in range(0, len(ids), 500):
+            for chunk in _chunks(ids):
                 rows = session.execute(
-                    sa.select(IncidentRow.id, IncidentRow.status, IncidentRow.owner).where(IncidentRow.id.in_(ids[chunk : chunk + 500]))
+                    sa.select(IncidentRow.id, IncidentRow.status, IncidentRow.owner).where(IncidentRow.id.in_(chunk))
                 )
                 out.update({i: (status, owner) for i, status, owner in rows})
         return out
@@ -254,9 +260,9 @@ class IncidentStore:
         ids = sorted(set(incident_ids))
         out: list[tuple[str, PageCmd, bool]] = []
         with read_session(self.engine) as session:
-            for chunk in range(0, len(ids), 500):
+            for chunk in _chunks(ids):
                 rows = session.scalars(
-                    sa.select(PageRow).where(PageRow.status == "pending", PageRow.incident_id.in_(ids[chunk : chunk + 500]))
+                    sa.select(PageRow).where(PageRow.status == "pending", PageRow.incident_id.in_(chunk))
                     .order_by(PageRow.created_at)
                 )
                 out += [(r.incident_id, self.page_cmd(r), r.resent) for r in rows]
