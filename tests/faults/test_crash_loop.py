@@ -68,12 +68,14 @@ def test_ten_kill9_across_fifty_escalations_lose_and_skip_nothing(ladders, db_ur
         assert seqs == list(range(1, len(seqs) + 1)), incident_id  # a dense, gap-free timeline
     sends = Counter(PAGE_LINE.search(line).groups() for line in log.read_text().splitlines() if PAGE_LINE.search(line))
     expected = INCIDENTS * (3 + 2 + 3)  # alice: voice, SMS, push; bob: voice, SMS; carol: SMS; dave: SMS, push
-    duplicates = sum(n - 1 for n in sends.values())
+    # each (channel, contact, incident, leg) is paged twice in a normal walk: on its leg, and again when
+    # the ladder is exhausted ("page everyone once more"); anything beyond that is a crash's re-send
+    duplicates = sum(max(n - 2, 0) for n in sends.values())
     gave_up = sum(1 for i in ids for p in store.pages(i) if p.reason and "not confirmed after a re-send" in p.reason)
     print(f"\ncrash loop: {CRASHES} kill -9 across {INCIDENTS} escalations in {took:.1f}s: lost {len(lost)}, "
           f"legs skipped {skipped}, legs repeated {repeated}, pages {len(sends)} of {expected}, "
-          f"duplicate sends {duplicates} (most for one page: {max(sends.values()) - 1}), "
+          f"duplicate sends {duplicates} (most for one page: {max(sends.values()) - 2}), "
           f"pages given up after a re-send {gave_up}")
     assert lost == [] and skipped == 0 and repeated == 0
     assert len(sends) == expected  # every page went out
-    assert max(sends.values()) <= 2  # a page is re-sent at most once, however many crashes
+    assert max(sends.values()) <= 2 + 1  # a page is re-sent at most once, however many crashes
