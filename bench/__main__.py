@@ -159,8 +159,7 @@ class Rig:
         self.task = asyncio.create_task(self.daemon.run())
         await asyncio.wait_for(self.daemon.ready.wait(), 600)
         ready = time.monotonic() - started
-        while self.daemon.ingest.js is None:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(self.daemon.ingest.consuming.wait(), 60)  # publishing before would time the start-up
         return ready
 
     async def stop(self) -> None:

@@ -84,12 +84,12 @@ class Daemon:
         self.stop_event = asyncio.Event()
         self.ready = asyncio.Event()
         self.db = make_engine(settings.database)
-        self.store = IncidentStore(self.db, settings.window_scale, settings.replica)
+        self.codes = SmsCodes(self.db)
+        self.store = IncidentStore(self.db, settings.window_scale, settings.replica, self.codes)
         self.metrics = Metrics()
         self.tokens = AckTokens(signing_key(settings.push_signing_key, settings.data_dir))
         self.channels = dict(channels) if channels is not None else build_channels(settings, self.metrics, self.tokens)
         self.publisher = bus.OutboxPublisher(self.store, self.metrics.outbox_backlog.set)
-        self.codes = SmsCodes(self.db)
         self.engine = Engine(
             self.store, self.channels, self.metrics, settings.default_ladder, on_events=self.publisher.kick, codes=self.codes
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,6 +57,7 @@ class Engine:
         self._inflight: set[tuple[str, str]] = set()  # (incident, page key) being sent by this process
         self._recording: set[asyncio.Task[Any]] = set()  # page tasks recording the provider's answer
         self.owned: set[str] = set()  # incidents this replica drives (escalator.leases)
+        self._outcomes: dict[str, _Outcomes] = {}  # page outcomes waiting to be recorded together
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -214,7 +215,7 @@ class Engine:
             elif isinstance(command, CancelWindow):
                 self.windows.cancel(incident_id)
             elif isinstance(command, PageCmd):
-                self._page(incident_id, command, result.summary, result.contacts.get(command.contact))
+                self._page(incident_id, command, result.summary, result.contacts.get(command.contact), result.codes.get(command.key))
                 self.owned.add(incident_id)  # the step took the incident (escalator.store.incidents)
             elif isinstance(command, Notify):
                 self._spawn(self._notify(incident_id, command, result.contacts))
@@ -246,13 +247,13 @@ class Engine:
                 self._stopped.add(task)
                 task.cancel()
 
-    def _page(self, incident_id: str, command: PageCmd, summary: str, contact: Any) -> None:
+    def _page(self, incident_id: str, command: PageCmd, summary: str, contact: Any, code: str | None = None) -> None:
         self._inflight.add((incident_id, command.key))  # now, not when the task starts: adopt() checks it
-        self._spawn(self._send(incident_id, command, summary, contact), page_of=incident_id)
+        self._spawn(self._send(incident_id, command, summary, contact, code), page_of=incident_id)
 
-    async def _send(self, incident_id: str, command: PageCmd, summary: str, contact: Any) -> None:
+    async def _send(self, incident_id: str, command: PageCmd, summary: str, contact: Any, code: str | None) -> None:
         try:
-            await self._deliver(incident_id, command, summary, contact)
+            await self._deliver(incident_id, command, summary, contact, code)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task in self._stopped and task not in self._recording:  # not a shutdown, nor already answered
@@ -265,13 +266,13 @@ class Engine:
             self._stopped.discard(asyncio.current_task())  # type: ignore[arg-type]
             self._recording.discard(asyncio.current_task())  # type: ignore[arg-type]
 
-    async def _deliver(self, incident_id: str, command: PageCmd, summary: str, contact: Any) -> None:
+    async def _deliver(self, incident_id: str, command: PageCmd, summary: str, contact: Any, code: str | None) -> None:
         channel = self.channels.get(command.channel)
         if channel is None or contact is None:
             outcome = Outcome(False, reason="no such channel" if channel is None else "contact no longer exists")
         else:
-            code = None
-            if command.channel == "sms" and self.codes is not None and contact.phone:
+            # Normally allocated by the step that decided the page; a re-send looks its code up.
+            if code is None and command.channel == "sms" and self.codes is not None and contact.phone:
                 codes, now = self.codes, self.now()
                 code = await self._retrying(
                     self.steps.submit, lambda session: codes.code_for_in(session, incident_id, command, contact.phone, now)
@@ -293,7 +294,39 @@ class Engine:
             await self._retrying(asyncio.to_thread, self.store.retire_push_tokens, contact.id, outcome.dead_tokens, self.now())
         event = PageSent(command, outcome.ref) if outcome.ok else PageFailed(command, outcome.reason or "failed")
         self._recording.add(asyncio.current_task())  # type: ignore[arg-type]  # the answer is in: stopping now changes nothing
-        await self._retrying(self.handle, incident_id, event)
+        await self._retrying(self._record_outcome, incident_id, event)
+
+    async def _record_outcome(self, incident_id: str, event: Event) -> StepResult:
+        """A leg pages on several channels at once and their answers come back together: those that
+        arrive while the incident is busy are recorded by one step (one row read and written), not
+        one step each. Like handle(), the step runs as its own task, so cancelling a waiter (pages
+        being stopped) never stops a step that may have committed."""
+        waiting = self._outcomes.get(incident_id)
+        if waiting is None:
+            waiting = self._outcomes[incident_id] = _Outcomes(asyncio.get_running_loop().create_future())
+            step = asyncio.get_running_loop().create_task(self._record_outcomes(incident_id, waiting))
+            self._tasks.add(step)
+            step.add_done_callback(self._step_done)
+        waiting.events.append(event)
+        return await asyncio.shield(waiting.done)
+
+    async def _record_outcomes(self, incident_id: str, waiting: _Outcomes) -> StepResult:
+        incident_var.set(incident_id)
+        try:
+            async with self._lock(incident_id):
+                if self._outcomes.get(incident_id) is waiting:  # from here on, later answers wait for the next step
+                    del self._outcomes[incident_id]
+                now, events = self.now(), list(waiting.events)
+                result = await self.steps.submit(lambda session: self.store.step_in(session, incident_id, events, now))
+                self._carry_out(incident_id, result)
+        except BaseException as exc:
+            if self._outcomes.get(incident_id) is waiting:
+                del self._outcomes[incident_id]
+            waiting.done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("the step was cancelled"))
+            waiting.done.exception()  # retrieved: every waiter retries on its own
+            raise
+        waiting.done.set_result(result)
+        return result
 
     async def _notify(self, incident_id: str, command: Notify, contacts: Mapping[str, Any]) -> None:
         contact = contacts.get(command.contact)
@@ -340,6 +373,12 @@ class Engine:
                     del self._page_tasks[page_of]
 
             task.add_done_callback(done)
+
+
+@dataclass
+class _Outcomes:
+    done: asyncio.Future[StepResult]
+    events: list[Event] = field(default_factory=list)
 
 
 class StepBatcher:

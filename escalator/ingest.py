@@ -58,19 +58,38 @@ async def dispatch(engine: EngineLike, message: messages.Urgent | messages.Ack |
 
 
 class Ingest:
-    def __init__(self, engine: EngineLike, batch: int = 64, on_lag: Callable[[float], None] = lambda seconds: None):
+    """Fetching never waits for processing: messages are handed on as they arrive (up to
+    `max_in_flight` unfinished), so a busy database delays no fetch and a lone message is not held
+    back for a batch to fill. One incident's messages are still handled strictly in order."""
+
+    WAIT = 1.0  # an idle fetch returns after this long (how often `stop` is looked at)
+    MORE = 0.005  # how long a fetch for a batch lingers when nothing is waiting
+
+    def __init__(
+        self, engine: EngineLike, batch: int = 64, on_lag: Callable[[float], None] = lambda seconds: None,
+        max_in_flight: int = 2000,
+    ):
         self.engine = engine
         self.on_lag = on_lag
         self.batch = batch
+        self.max_in_flight = max_in_flight
         self.js: JetStreamContext | None = None
         self.in_flight = 0
+        self._tails: dict[str, asyncio.Task[None]] = {}  # the last unfinished group of each incident
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self.consuming = asyncio.Event()  # set once the durable consumer is being fetched from
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set; rides out NATS outages (the client reconnects)."""
+        """Consume until `stop` is set, then finish what was fetched; rides out NATS outages."""
         psub = None
         while not stop.is_set():
-            if self.js is None:
-                await asyncio.sleep(0.5)
+            if self.js is None:  # not connected yet (set by the daemon)
+                await asyncio.sleep(0.05)
+                continue
+            if self.in_flight >= self.max_in_flight:  # back-pressure: JetStream keeps the rest
+                self._room.clear()
+                await self._room.wait()
                 continue
             try:
                 if psub is None:
@@ -81,7 +100,8 @@ class Ingest:
                             max_ack_pending=10000,
                         ),
                     )
-                msgs = await psub.fetch(self.batch, timeout=1)
+                    self.consuming.set()
+                msgs = await self._fetch(psub)
             except (NatsTimeout, TimeoutError):
                 continue
             except Exception as exc:
@@ -89,25 +109,48 @@ class Ingest:
                 psub = None
                 await asyncio.sleep(1)
                 continue
-            await self.process(msgs)
+            self.start(msgs)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
 
-    async def process(self, msgs: list[Msg]) -> None:
-        """Handle a batch: different incidents concurrently, one incident's messages in order."""
+    async def _fetch(self, psub: Any) -> list[Msg]:
+        """What is waiting, up to a batch; if nothing is, the next message as soon as it arrives.
+        (nats-py's fetch(n) that has to wait keeps waiting for all n until its timeout: a lone
+        incident would sit there for up to a second. fetch(1) returns with the first message.)"""
+        try:
+            return await psub.fetch(self.batch, timeout=self.MORE)
+        except (NatsTimeout, TimeoutError):
+            return await psub.fetch(1, timeout=self.WAIT)
+
+    def start(self, msgs: list[Msg]) -> None:
+        """Hand a batch on: different incidents concurrently, each incident's messages after its
+        earlier ones (from this batch or an earlier one) are done."""
         groups: dict[str, list[tuple[Msg, Any]]] = defaultdict(list)
-        for index, msg in enumerate(msgs):
+        for msg in msgs:
             try:
                 parsed: Any = messages.parse(msg.subject, msg.data)
                 key = parsed.id
             except messages.BadMessage as bad:
-                parsed, key = bad, bad.incident_id or f"#bad{index}"
+                parsed, key = bad, bad.incident_id or f"#bad{_stream_seq(msg)}"
             groups[key].append((msg, parsed))
-        self.in_flight += len(msgs)
-        try:
-            await asyncio.gather(*(self._group(items) for items in groups.values()))
-        finally:
-            self.in_flight -= len(msgs)
+        for key, items in groups.items():
+            task = asyncio.get_running_loop().create_task(self._group(items, self._tails.get(key)))
+            self._tails[key] = task
+            self._tasks.add(task)
+            self.in_flight += len(items)
+            task.add_done_callback(lambda t, key=key, n=len(items): self._done(t, key, n))
 
-    async def _group(self, items: list[tuple[Msg, Any]]) -> None:
+    def _done(self, task: asyncio.Task[None], key: str, count: int) -> None:
+        self._tasks.discard(task)
+        if self._tails.get(key) is task:
+            del self._tails[key]
+        self.in_flight -= count
+        if self.in_flight < self.max_in_flight:
+            self._room.set()
+
+    async def _group(self, items: list[tuple[Msg, Any]], after: asyncio.Task[None] | None) -> None:
+        if after is not None:
+            await asyncio.wait([after])  # only its order matters here, not how it ended
         for msg, parsed in items:
             await self._one(msg, parsed)
 

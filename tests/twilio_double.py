@@ -105,8 +105,8 @@ class TwilioDouble:
 
     async def _reply(self, request: web.Request, prefix: str) -> tuple[web.Response | None, dict[str, str], str]:
         self.requests += 1
-        if self.hang:
-            await asyncio.sleep(3600)
+        while self.hang:  # no answer until the outage ends (a client gives up long before, normally)
+            await asyncio.sleep(0.05)
         if not self._authorised(request):
             return web.json_response({"code": 20003, "message": "Authenticate", "status": 401}, status=401), {}, ""
         form = {k: v for k, v in (await request.post()).items()}

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from escalator import walk as walk_
 from escalator.ladders import ID_RE, Contact, Ladder
 from escalator.store.db import read_session, write_session
+from escalator.store.sms_codes import SmsCodes
 from escalator.store.tables import (
     ContactRow,
     DeadPushTokenRow,
@@ -78,6 +79,7 @@ class StepResult:
     summary: str = ""
     contacts: dict[str, Contact] = field(default_factory=dict)
     opened_at: datetime | None = None
+    codes: dict[str, str] = field(default_factory=dict)  # SMS page key → its reply code
 
 
 def build_plan(ladder: Ladder, version: int, contacts: dict[str, Contact], window_scale: float = 1.0) -> Plan:
@@ -101,8 +103,9 @@ def build_plan(ladder: Ladder, version: int, contacts: dict[str, Contact], windo
 
 
 class IncidentStore:
-    def __init__(self, engine: Engine, window_scale: float = 1.0, replica: str = "local"):
+    def __init__(self, engine: Engine, window_scale: float = 1.0, replica: str = "local", codes: SmsCodes | None = None):
         self.engine = engine
+        self.codes = codes  # SMS pages get their reply codes in the step that decides them
         self.window_scale = window_scale
         self.replica = replica  # whoever runs a step that arms a window drives it (escalator.store.leases)
         self._ladders: dict[tuple[str, int], Ladder] = {}
@@ -158,42 +161,61 @@ class IncidentStore:
             details["requested_ladder"] = new.ladder
             details["reason"] = f"unknown ladder {new.ladder!r}: walking ESCALATOR_DEFAULT_LADDER"
         walk, commands = walk_.decide(walk_.new(new.id, plan), walk_.Open(details), now)
-        session.add(
-            IncidentRow(
+        # A Core INSERT, at once: the rows below refer to it, and the ORM would only order them after
+        # it with a flush per incident (which costs more than the rest of the step under group commit).
+        session.execute(
+            sa.insert(IncidentRow),
+            [dict(
                 id=new.id, ladder=ladder_name, version=head.version, status=walk.status, deadline=walk.deadline,
                 summary=new.summary, caller=new.caller, severity=new.severity, occurred_at=new.occurred_at,
                 details=new.details, plan=plan.to_dict(), state=walk.to_dict(), opened_at=now, updated_at=now,
                 owner=self.replica,
-            )
+            )],
         )
-        session.flush()
         self._record(session, walk, commands, now)
-        return StepResult("opened", walk, commands, new.summary, contacts, now)
+        codes = self._codes(session, new.id, commands, contacts, now, fresh=True)
+        return StepResult("opened", walk, commands, new.summary, contacts, now, codes)
 
     def step(self, incident_id: str, event: Event, now: datetime, note_if_ignored: str | None = None) -> StepResult:
         """Feed one event to an incident's walk and persist the outcome."""
         with write_session(self.engine) as session:
             return self.step_in(session, incident_id, event, now, note_if_ignored)
 
-    def step_in(self, session: Session, incident_id: str, event: Event, now: datetime, note_if_ignored: str | None = None) -> StepResult:
+    def step_in(
+        self, session: Session, incident_id: str, event: Event | list[Event], now: datetime, note_if_ignored: str | None = None
+    ) -> StepResult:
+        """One event, or several fed in order (a leg's page outcomes that arrived together): one row
+        read, one row write, whatever their number."""
+        events = event if isinstance(event, list) else [event]
         row = session.get(IncidentRow, incident_id, with_for_update=True)
         if row is None:
             return StepResult("unknown")
-        walk = Walk.from_dict(incident_id, Plan.from_dict(row.plan), row.state)
-        new_walk, commands = walk_.decide(walk, event, now)
-        if isinstance(event, (PageSent, PageFailed)):
-            page = session.get(PageRow, (incident_id, event.page.key))
-            if page is not None and (
-                (isinstance(event, PageSent) and page.status == "sent" and page.ref == event.ref)
-                or (isinstance(event, PageFailed) and page.status == "failed" and page.reason == event.reason)
-            ):  # the same outcome again (a retry after an unclear commit): already in the timeline
-                return StepResult("unchanged", walk, [], row.summary)
-            if isinstance(event, PageFailed) and page is not None:
-                page.status, page.reason, page.updated_at = "failed", event.reason, now
-            elif page is not None:  # a failure reported first (a fast status callback) stays failed
-                page.ref, page.updated_at = event.ref, now
-                if page.status == "pending":
-                    page.status = "sent"
+        walk = new_walk = Walk.from_dict(incident_id, Plan.from_dict(row.plan), row.state)
+        commands: list[walk_.Command] = []
+        outcomes = [e for e in events if isinstance(e, (PageSent, PageFailed))]
+        pages = {}
+        if outcomes:
+            pages = {
+                p.key: p for p in session.scalars(
+                    sa.select(PageRow).where(PageRow.incident_id == incident_id, PageRow.key.in_({e.page.key for e in outcomes}))
+                )
+            }
+        for each in events:
+            if isinstance(each, (PageSent, PageFailed)):
+                page = pages.get(each.page.key)
+                if page is not None and (
+                    (isinstance(each, PageSent) and page.status == "sent" and page.ref == each.ref)
+                    or (isinstance(each, PageFailed) and page.status == "failed" and page.reason == each.reason)
+                ):  # the same outcome again (a retry after an unclear commit): already in the timeline
+                    continue
+                if isinstance(each, PageFailed) and page is not None:
+                    page.status, page.reason, page.updated_at = "failed", each.reason, now
+                elif page is not None:  # a failure reported first (a fast status callback) stays failed
+                    page.ref, page.updated_at = each.ref, now
+                    if page.status == "pending":
+                        page.status = "sent"
+            new_walk, more = walk_.decide(new_walk, each, now)
+            commands += more
         if not commands:
             if note_if_ignored:
                 self._note(session, incident_id, now, f"{note_if_ignored} (incident is {row.status})")
@@ -207,9 +229,11 @@ class IncidentStore:
             row.owner = None
         elif any(isinstance(c, (walk_.ArmWindow, PageCmd)) for c in commands):
             row.owner = self.replica  # its window and pages are ours now (a crash: re-sent by the next owner)
-        self._record(session, new_walk, commands, now)
         wanted = {c.contact for c in commands if isinstance(c, (PageCmd, walk_.Notify))}
-        return StepResult("changed", new_walk, commands, row.summary, self._contacts(session, wanted), row.opened_at)
+        contacts = self._contacts(session, wanted)
+        self._record(session, new_walk, commands, now)
+        codes = self._codes(session, incident_id, commands, contacts, now)
+        return StepResult("changed", new_walk, commands, row.summary, contacts, row.opened_at, codes)
 
     def reject(self, reason: str, now: datetime, incident_id: str | None, msg_id: str) -> None:
         """Publish `rejected`: in the incident's timeline (with a seq) when the incident exists."""
@@ -364,18 +388,25 @@ class IncidentStore:
 
     @staticmethod
     def _contacts(session: Session, ids: Iterable[str]) -> dict[str, Contact]:
-        """Contacts as paging sees them: push tokens FCM reported dead are left out."""
+        """Contacts as paging sees them: push tokens FCM reported dead are left out. Read once per
+        transaction: a group commit of many incidents on one ladder asks for the same people."""
         ids = set(ids)
-        if not ids:
-            return {}
-        rows = session.scalars(sa.select(ContactRow).where(ContactRow.id.in_(ids)))
-        dead = set(session.execute(sa.select(DeadPushTokenRow.contact_id, DeadPushTokenRow.token).where(DeadPushTokenRow.contact_id.in_(ids))))
-        return {
-            r.id: Contact.model_construct(
-                id=r.id, name=r.name, phone=r.phone, push_tokens=tuple(t for t in r.push_tokens or () if (r.id, t) not in dead)
+        known: dict[str, Contact | None] = session.info.setdefault("contacts", {})
+        missing = ids - known.keys()
+        if missing:
+            rows = session.scalars(sa.select(ContactRow).where(ContactRow.id.in_(missing)))
+            dead = set(
+                session.execute(
+                    sa.select(DeadPushTokenRow.contact_id, DeadPushTokenRow.token).where(DeadPushTokenRow.contact_id.in_(missing))
+                )
             )
-            for r in rows
-        }
+            known.update(dict.fromkeys(missing))
+            for r in rows:
+                known[r.id] = Contact.model_construct(
+                    id=r.id, name=r.name, phone=r.phone,
+                    push_tokens=tuple(t for t in r.push_tokens or () if (r.id, t) not in dead),
+                )
+        return {i: c for i in ids if (c := known[i]) is not None}
 
     def retire_push_tokens(self, contact_id: str, tokens: Iterable[str], now: datetime) -> None:
         """Tokens FCM reported UNREGISTERED: skipped from now on (they stay on the contact for the operator)."""
@@ -383,6 +414,22 @@ class IncidentStore:
             for token in set(tokens):
                 if session.get(DeadPushTokenRow, (contact_id, token)) is None:
                     session.add(DeadPushTokenRow(contact_id=contact_id, token=token, at=now))
+
+    def _codes(
+        self, session: Session, incident_id: str, commands: list[walk_.Command], contacts: dict[str, Contact], now: datetime,
+        fresh: bool = False,
+    ) -> dict[str, str]:
+        """Reply codes of the SMS pages just decided, in the same transaction: the page is sent
+        without waiting for another one."""
+        out: dict[str, str] = {}
+        if self.codes is None:
+            return out
+        for command in commands:
+            if isinstance(command, PageCmd) and command.channel == "sms":
+                contact = contacts.get(command.contact)
+                if contact is not None and contact.phone:
+                    out[command.key] = self.codes.code_for_in(session, incident_id, command, contact.phone, now, fresh)
+        return out
 
     @staticmethod
     def _note(session: Session, incident_id: str, now: datetime, text: str) -> None:

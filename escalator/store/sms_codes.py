@@ -23,6 +23,7 @@ CODE_REUSE = timedelta(hours=72)
 STRIKES = 5
 STRIKE_WINDOW = timedelta(minutes=10)
 IGNORE_FOR = timedelta(minutes=10)
+PROBES = 4
 
 
 class SmsCodes:
@@ -35,33 +36,55 @@ class SmsCodes:
         with write_session(self.engine) as session:
             return self.code_for_in(session, incident_id, page, phone, now)
 
-    def code_for_in(self, session: Session, incident_id: str, page: PageCmd, phone: str, now: datetime) -> str:
-        """`code_for` inside the caller's transaction (the engine's group commit)."""
-        if self.engine.dialect.name == "postgresql":  # one allocation per number at a time
-            session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))"), {"p": phone})
-        existing = session.scalar(
-            sa.select(SmsCodeRow.code).where(SmsCodeRow.incident_id == incident_id, SmsCodeRow.page_key == page.key)
-        )
-        if existing:
-            return existing
-        active = sa.select(IncidentRow.id).where(IncidentRow.status.in_(walk.ACTIVE))
-        taken = set(
-            session.scalars(
-                sa.select(SmsCodeRow.code).where(
-                    SmsCodeRow.phone == phone,
-                    sa.or_(SmsCodeRow.created_at >= now - CODE_REUSE, SmsCodeRow.incident_id.in_(active)),
-                )
+    def code_for_in(self, session: Session, incident_id: str, page: PageCmd, phone: str, now: datetime, fresh: bool = False) -> str:
+        """`code_for` inside the caller's transaction (the engine's group commit). `fresh`: the
+        incident was created in this transaction, so the page cannot have a code yet."""
+        allocated = session.info.setdefault("sms_codes", {})  # phone → codes given in this transaction
+        if phone not in allocated:
+            allocated[phone] = set()
+            if self.engine.dialect.name == "postgresql":  # one allocation per number at a time, across replicas
+                session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))"), {"p": phone})
+        if not fresh:
+            existing = session.scalar(
+                sa.select(SmsCodeRow.code).where(SmsCodeRow.incident_id == incident_id, SmsCodeRow.page_key == page.key)
             )
-        )
-        code = self._pick(taken)
+            if existing:
+                return existing
+        code = self._probe(session, phone, now, allocated[phone])
+        if code is None:  # the number's recent codes crowd the space: look at all of them
+            code = self._pick(self._taken(session, phone, now) | allocated[phone])
+        allocated[phone].add(code)
+        # Written with the transaction's other rows; codes given earlier in it are in `allocated`.
         session.add(
             SmsCodeRow(
                 phone=phone, code=code, incident_id=incident_id, page_key=page.key, contact=page.contact,
                 cycle=page.cycle, leg_index=page.leg_index, created_at=now,
             )
         )
-        session.flush()  # visible to the next allocation in the same transaction
         return code
+
+    def _probe(self, session: Session, phone: str, now: datetime, allocated: set[str]) -> str | None:
+        """A few random codes, each checked with one indexed lookup: allocation costs the same
+        however many pages the number has had (loading every code of a busy number did not)."""
+        for _ in range(PROBES):
+            code = f"{self.rng.randrange(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+            if code in allocated:
+                continue
+            clash = session.scalar(
+                sa.select(SmsCodeRow.id).where(SmsCodeRow.phone == phone, SmsCodeRow.code == code, self._in_use(now)).limit(1)
+            )
+            if clash is None:
+                return code
+        return None
+
+    @staticmethod
+    def _in_use(now: datetime) -> sa.ColumnElement[bool]:
+        """A code is in use while it is under 72 hours old or its incident is still open."""
+        active = sa.select(IncidentRow.id).where(IncidentRow.status.in_(walk.ACTIVE))
+        return sa.or_(SmsCodeRow.created_at >= now - CODE_REUSE, SmsCodeRow.incident_id.in_(active))
+
+    def _taken(self, session: Session, phone: str, now: datetime) -> set[str]:
+        return set(session.scalars(sa.select(SmsCodeRow.code).where(SmsCodeRow.phone == phone, self._in_use(now))))
 
     def _pick(self, taken: set[str]) -> str:
         digits = CODE_DIGITS

@@ -187,6 +187,7 @@ class SmsCodeRow(SQLModel, table=True):
     __tablename__ = "sms_codes"
     __table_args__ = (
         sa.Index("ix_sms_codes_phone_created", "phone", "created_at"),
+        sa.Index("ix_sms_codes_phone_code", "phone", "code"),
         sa.UniqueConstraint("incident_id", "page_key"),
     )
 
