@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -144,12 +146,14 @@ class IncidentStore:
             return self.open_in(session, new, default_ladder, now)
 
     def open_in(self, session: Session, new: NewIncident, default_ladder: str | None, now: datetime) -> StepResult:
-        existing = session.get(IncidentRow, new.id, with_for_update=True)
-        if existing is not None:
-            self._note(session, new.id, now, f"repeated urgent message ignored (incident is {existing.status})")
-            return StepResult("duplicate")
-        ladder_name, fallback = self._resolve_ladder(session, new.ladder, default_ladder, new.id)
-        head = session.get(LadderRow, ladder_name)
+        try:
+            ladder_name, fallback = self._resolve_ladder(session, new.ladder, default_ladder, new.id)
+        except Rejected:
+            if (status := self._status(session, new.id)) is None:
+                raise
+            return self._repeated(session, new.id, status, now)  # its ladder went away since
+        head = self._head(session, ladder_name)
+        assert head is not None  # _resolve_ladder found it
         ladder = self._ladders.get((ladder_name, head.version))
         if ladder is None:  # versions never change once written: parse each one once
             version_row = session.get(LadderVersionRow, (ladder_name, head.version))
@@ -161,20 +165,30 @@ class IncidentStore:
             details["requested_ladder"] = new.ladder
             details["reason"] = f"unknown ladder {new.ladder!r}: walking ESCALATOR_DEFAULT_LADDER"
         walk, commands = walk_.decide(walk_.new(new.id, plan), walk_.Open(details), now)
-        # A Core INSERT, at once: the rows below refer to it, and the ORM would only order them after
-        # it with a flush per incident (which costs more than the rest of the step under group commit).
-        session.execute(
-            sa.insert(IncidentRow),
-            [dict(
+        # One statement tells a new incident from a repeat (the id is the key), and the row exists at
+        # once for the rows that refer to it (the ORM would need a flush per incident to order them).
+        table = IncidentRow.__table__
+        inserted = session.execute(
+            _insert(session)(table).values(
                 id=new.id, ladder=ladder_name, version=head.version, status=walk.status, deadline=walk.deadline,
                 summary=new.summary, caller=new.caller, severity=new.severity, occurred_at=new.occurred_at,
                 details=new.details, plan=plan.to_dict(), state=walk.to_dict(), opened_at=now, updated_at=now,
                 owner=self.replica,
-            )],
-        )
+            ).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+        ).first()
+        if inserted is None:
+            return self._repeated(session, new.id, self._status(session, new.id), now)
         self._record(session, walk, commands, now)
         codes = self._codes(session, new.id, commands, contacts, now, fresh=True)
         return StepResult("opened", walk, commands, new.summary, contacts, now, codes)
+
+    def _repeated(self, session: Session, incident_id: str, status: str | None, now: datetime) -> StepResult:
+        self._note(session, incident_id, now, f"repeated urgent message ignored (incident is {status})")
+        return StepResult("duplicate")
+
+    @staticmethod
+    def _status(session: Session, incident_id: str) -> str | None:
+        return session.scalar(sa.select(IncidentRow.status).where(IncidentRow.id == incident_id))
 
     def step(self, incident_id: str, event: Event, now: datetime, note_if_ignored: str | None = None) -> StepResult:
         """Feed one event to an incident's walk and persist the outcome."""
@@ -187,7 +201,11 @@ class IncidentStore:
         """One event, or several fed in order (a leg's page outcomes that arrived together): one row
         read, one row write, whatever their number."""
         events = event if isinstance(event, list) else [event]
-        row = session.get(IncidentRow, incident_id, with_for_update=True)
+        t = IncidentRow.__table__
+        row = session.execute(
+            sa.select(t.c.plan, t.c.state, t.c.status, t.c.summary, t.c.acked_by, t.c.closed_at, t.c.opened_at)
+            .where(t.c.id == incident_id).with_for_update()
+        ).first()  # plain rows: the ORM's identity map costs more than the rest of a step
         if row is None:
             return StepResult("unknown")
         walk = new_walk = Walk.from_dict(incident_id, Plan.from_dict(row.plan), row.state)
@@ -220,15 +238,16 @@ class IncidentStore:
             if note_if_ignored:
                 self._note(session, incident_id, now, f"{note_if_ignored} (incident is {row.status})")
             return StepResult("unchanged", walk, [], row.summary)
-        row.status, row.deadline, row.state, row.updated_at = new_walk.status, new_walk.deadline, new_walk.to_dict(), now
+        values: dict[str, Any] = dict(status=new_walk.status, deadline=new_walk.deadline, state=new_walk.to_dict(), updated_at=now)
         if new_walk.acked_by and not row.acked_by:
-            row.acked_by = new_walk.acked_by
+            values["acked_by"] = new_walk.acked_by
         if new_walk.status in (walk_.ACKNOWLEDGED, walk_.RESOLVED) and row.closed_at is None:
-            row.closed_at = now
+            values["closed_at"] = now
         if new_walk.status not in walk_.ACTIVE:  # nothing left to drive
-            row.owner = None
+            values["owner"] = None
         elif any(isinstance(c, (walk_.ArmWindow, PageCmd)) for c in commands):
-            row.owner = self.replica  # its window and pages are ours now (a crash: re-sent by the next owner)
+            values["owner"] = self.replica  # its window and pages are ours now (a crash: re-sent by the next owner)
+        session.execute(sa.update(t).where(t.c.id == incident_id).values(**values))
         wanted = {c.contact for c in commands if isinstance(c, (PageCmd, walk_.Notify))}
         contacts = self._contacts(session, wanted)
         self._record(session, new_walk, commands, now)
@@ -376,7 +395,7 @@ class IncidentStore:
         def usable(name: str | None) -> bool:
             if not name or not ID_RE.fullmatch(name):
                 return False
-            head = session.get(LadderRow, name)
+            head = IncidentStore._head(session, name)
             return head is not None and head.deleted_at is None
 
         if usable(requested):
@@ -385,6 +404,15 @@ class IncidentStore:
             return default, True  # type: ignore[return-value]
         why = "no ESCALATOR_DEFAULT_LADDER is set" if not default else f"the default ladder {default!r} does not exist"
         raise Rejected(f"unknown ladder {requested!r} and {why}", incident_id)
+
+    @staticmethod
+    def _head(session: Session, name: str) -> LadderRow | None:
+        """A ladder's current version row, looked up once per transaction (a group commit opens
+        many incidents on the same ladder)."""
+        heads: dict[str, LadderRow | None] = session.info.setdefault("ladder_heads", {})
+        if name not in heads:
+            heads[name] = session.get(LadderRow, name)
+        return heads[name]
 
     @staticmethod
     def _contacts(session: Session, ids: Iterable[str]) -> dict[str, Contact]:
@@ -437,28 +465,42 @@ class IncidentStore:
 
     @staticmethod
     def _record(session: Session, walk: Walk, commands: list[walk_.Command], now: datetime) -> None:
+        """Timeline, outbox and page rows of a step. Queued, and written with one INSERT per table
+        for the whole transaction just before it commits (a group commit writes hundreds)."""
         for command in commands:
             if isinstance(command, Emit):
-                session.add(
-                    IncidentEventRow(
-                        incident_id=walk.incident_id, seq=command.seq, event=command.event, at=command.at, data=command.fields
-                    )
-                )
+                _queue(session, IncidentEventRow, dict(
+                    incident_id=walk.incident_id, seq=command.seq, event=command.event, at=command.at, data=command.fields,
+                ))
                 payload = {
                     "incident_id": walk.incident_id, "event": command.event, "at": rfc3339(command.at), "seq": command.seq,
                     **command.fields,
                 }
-                session.add(
-                    OutboxRow(
-                        subject=f"{EVENT_PREFIX}.{command.event}", msg_id=f"{walk.incident_id}:{command.seq}",
-                        payload=payload, created_at=now,
-                    )
-                )
+                _queue(session, OutboxRow, dict(
+                    subject=f"{EVENT_PREFIX}.{command.event}", msg_id=f"{walk.incident_id}:{command.seq}",
+                    payload=payload, created_at=now,
+                ))
             elif isinstance(command, PageCmd):
-                session.add(
-                    PageRow(
-                        incident_id=walk.incident_id, key=command.key, contact=command.contact, channel=command.channel,
-                        cycle=command.cycle, leg_index=command.leg_index, leg=command.leg, window_s=command.window_s,
-                        status="pending", created_at=now, updated_at=now,
-                    )
-                )
+                _queue(session, PageRow, dict(
+                    incident_id=walk.incident_id, key=command.key, contact=command.contact, channel=command.channel,
+                    cycle=command.cycle, leg_index=command.leg_index, leg=command.leg, window_s=command.window_s,
+                    status="pending", resent=False, reason=None, ref=None, created_at=now, updated_at=now,
+                ))
+
+
+def _insert(session: Session) -> Callable[..., Any]:
+    """INSERT with ON CONFLICT for the session's database."""
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def _queue(session: Session, entity: Any, row: dict[str, Any]) -> None:
+    queued = session.info.get("queued_rows")
+    if queued is None:
+        queued = session.info["queued_rows"] = {}
+        sa.event.listen(session, "before_commit", _write_queued)
+    queued.setdefault(entity, []).append(row)
+
+
+def _write_queued(session: Session) -> None:
+    for entity, rows in session.info.pop("queued_rows", {}).items():
+        session.execute(sa.insert(entity.__table__), rows)
