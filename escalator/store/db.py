@@ -79,6 +79,30 @@ def write_session(engine: Engine, *, catalog: bool = False) -> Iterator[Session]
         yield session
 
 
+def queue_insert(session: Session, table: sa.Table, row: dict[str, Any]) -> None:
+    """Add a row to be inserted just before the transaction commits, with the others of its table
+    in one executemany (a group commit writes hundreds of timeline, outbox and page rows)."""
+    queued = session.info.get("queued_rows")
+    if queued is None:
+        queued = session.info["queued_rows"] = {}
+        sa.event.listen(session, "before_commit", _insert_queued)
+    queued.setdefault(table, []).append(row)
+
+
+def _insert_queued(session: Session) -> None:
+    for table, rows in session.info.pop("queued_rows", {}).items():
+        session.execute(_insert_statement(table), rows)
+
+
+_INSERTS: dict[sa.Table, sa.Insert] = {}
+
+
+def _insert_statement(table: sa.Table) -> sa.Insert:
+    if table not in _INSERTS:
+        _INSERTS[table] = sa.insert(table)
+    return _INSERTS[table]
+
+
 @contextmanager
 def read_session(engine: Engine) -> Iterator[Session]:
     """A read-only transaction (on SQLite a plain BEGIN, which takes no write lock)."""

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from escalator import walk as walk_
 from escalator.ladders import ID_RE, Contact, Ladder
-from escalator.store.db import read_session, write_session
+from escalator.store.db import queue_insert, read_session, write_session
 from escalator.store.sms_codes import SmsCodes
 from escalator.store.tables import (
     ContactRow,
@@ -37,6 +37,26 @@ from escalator.store.tables import (
 from escalator.walk import Emit, Event, PageCmd, PageFailed, PageSent, Plan, Walk
 
 EVENT_PREFIX = "escalations"
+
+# The step path's statements, built once: building and keying a statement anew cost more than
+# running it (cProfile), and a group commit runs thousands a second.
+_INCIDENTS, _PAGES = IncidentRow.__table__, PageRow.__table__
+_READ_INCIDENT = (
+    sa.select(
+        _INCIDENTS.c.plan, _INCIDENTS.c.state, _INCIDENTS.c.status, _INCIDENTS.c.summary, _INCIDENTS.c.acked_by,
+        _INCIDENTS.c.closed_at, _INCIDENTS.c.opened_at,
+    ).where(_INCIDENTS.c.id == sa.bindparam("id")).with_for_update()
+)
+_STATUS = sa.select(_INCIDENTS.c.status).where(_INCIDENTS.c.id == sa.bindparam("id"))
+_UPDATE_INCIDENT = sa.update(_INCIDENTS).where(_INCIDENTS.c.id == sa.bindparam("_id"))  # SET: the keys given
+_NEW_INCIDENT = {
+    name: insert(_INCIDENTS).on_conflict_do_nothing(index_elements=["id"]).returning(_INCIDENTS.c.id)
+    for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+_READ_PAGES = sa.select(_PAGES.c.key, _PAGES.c.status, _PAGES.c.ref, _PAGES.c.reason).where(
+    _PAGES.c.incident_id == sa.bindparam("id"), _PAGES.c.key.in_(sa.bindparam("keys", expanding=True))
+)
+_UPDATE_PAGE = sa.update(_PAGES).where(_PAGES.c.incident_id == sa.bindparam("_id"), _PAGES.c.key == sa.bindparam("_key"))
 
 
 def _chunks(ids: list[str], size: int = 500) -> Iterable[list[str]]:
@@ -167,14 +187,14 @@ class IncidentStore:
         walk, commands = walk_.decide(walk_.new(new.id, plan), walk_.Open(details), now)
         # One statement tells a new incident from a repeat (the id is the key), and the row exists at
         # once for the rows that refer to it (the ORM would need a flush per incident to order them).
-        table = IncidentRow.__table__
         inserted = session.execute(
-            _insert(session)(table).values(
+            _NEW_INCIDENT[session.get_bind().dialect.name],
+            dict(
                 id=new.id, ladder=ladder_name, version=head.version, status=walk.status, deadline=walk.deadline,
                 summary=new.summary, caller=new.caller, severity=new.severity, occurred_at=new.occurred_at,
                 details=new.details, plan=plan.to_dict(), state=walk.to_dict(), opened_at=now, updated_at=now,
-                owner=self.replica,
-            ).on_conflict_do_nothing(index_elements=["id"]).returning(table.c.id)
+                owner=self.replica, acked_by=None, closed_at=None,
+            ),
         ).first()
         if inserted is None:
             return self._repeated(session, new.id, self._status(session, new.id), now)
@@ -188,7 +208,7 @@ class IncidentStore:
 
     @staticmethod
     def _status(session: Session, incident_id: str) -> str | None:
-        return session.scalar(sa.select(IncidentRow.status).where(IncidentRow.id == incident_id))
+        return session.scalar(_STATUS, {"id": incident_id})
 
     def step(self, incident_id: str, event: Event, now: datetime, note_if_ignored: str | None = None) -> StepResult:
         """Feed one event to an incident's walk and persist the outcome."""
@@ -201,39 +221,35 @@ class IncidentStore:
         """One event, or several fed in order (a leg's page outcomes that arrived together): one row
         read, one row write, whatever their number."""
         events = event if isinstance(event, list) else [event]
-        t = IncidentRow.__table__
-        row = session.execute(
-            sa.select(t.c.plan, t.c.state, t.c.status, t.c.summary, t.c.acked_by, t.c.closed_at, t.c.opened_at)
-            .where(t.c.id == incident_id).with_for_update()
-        ).first()  # plain rows: the ORM's identity map costs more than the rest of a step
+        row = session.execute(_READ_INCIDENT, {"id": incident_id}).first()
         if row is None:
             return StepResult("unknown")
         walk = new_walk = Walk.from_dict(incident_id, Plan.from_dict(row.plan), row.state)
         commands: list[walk_.Command] = []
         outcomes = [e for e in events if isinstance(e, (PageSent, PageFailed))]
-        pages = {}
+        pages: dict[str, dict[str, Any]] = {}
         if outcomes:
-            pages = {
-                p.key: p for p in session.scalars(
-                    sa.select(PageRow).where(PageRow.incident_id == incident_id, PageRow.key.in_({e.page.key for e in outcomes}))
-                )
-            }
+            keys = sorted({e.page.key for e in outcomes})
+            pages = {p.key: p._asdict() for p in session.execute(_READ_PAGES, {"id": incident_id, "keys": keys})}
+        changed: dict[str, dict[str, Any]] = {}  # page key → its new columns
         for each in events:
             if isinstance(each, (PageSent, PageFailed)):
                 page = pages.get(each.page.key)
                 if page is not None and (
-                    (isinstance(each, PageSent) and page.status == "sent" and page.ref == each.ref)
-                    or (isinstance(each, PageFailed) and page.status == "failed" and page.reason == each.reason)
+                    (isinstance(each, PageSent) and page["status"] == "sent" and page["ref"] == each.ref)
+                    or (isinstance(each, PageFailed) and page["status"] == "failed" and page["reason"] == each.reason)
                 ):  # the same outcome again (a retry after an unclear commit): already in the timeline
                     continue
-                if isinstance(each, PageFailed) and page is not None:
-                    page.status, page.reason, page.updated_at = "failed", each.reason, now
-                elif page is not None:  # a failure reported first (a fast status callback) stays failed
-                    page.ref, page.updated_at = each.ref, now
-                    if page.status == "pending":
-                        page.status = "sent"
+                if page is not None:
+                    if isinstance(each, PageFailed):
+                        update = {"status": "failed", "reason": each.reason}
+                    else:  # a failure reported first (a fast status callback) stays failed
+                        update = {"ref": each.ref, "status": "sent" if page["status"] == "pending" else page["status"]}
+                    page.update(update)
+                    changed.setdefault(each.page.key, {}).update(update)
             new_walk, more = walk_.decide(new_walk, each, now)
             commands += more
+        self._update_pages(session, incident_id, changed, now)
         if not commands:
             if note_if_ignored:
                 self._note(session, incident_id, now, f"{note_if_ignored} (incident is {row.status})")
@@ -247,12 +263,21 @@ class IncidentStore:
             values["owner"] = None
         elif any(isinstance(c, (walk_.ArmWindow, PageCmd)) for c in commands):
             values["owner"] = self.replica  # its window and pages are ours now (a crash: re-sent by the next owner)
-        session.execute(sa.update(t).where(t.c.id == incident_id).values(**values))
+        session.execute(_UPDATE_INCIDENT, {"_id": incident_id, **values})
         wanted = {c.contact for c in commands if isinstance(c, (PageCmd, walk_.Notify))}
         contacts = self._contacts(session, wanted)
         self._record(session, new_walk, commands, now)
         codes = self._codes(session, incident_id, commands, contacts, now)
         return StepResult("changed", new_walk, commands, row.summary, contacts, row.opened_at, codes)
+
+    @staticmethod
+    def _update_pages(session: Session, incident_id: str, changed: dict[str, dict[str, Any]], now: datetime) -> None:
+        """Page rows of recorded outcomes: one executemany per set of changed columns."""
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for key, columns in changed.items():
+            by_columns.setdefault(tuple(sorted(columns)), []).append({"_id": incident_id, "_key": key, "updated_at": now, **columns})
+        for rows in by_columns.values():
+            session.execute(_UPDATE_PAGE, rows)
 
     def reject(self, reason: str, now: datetime, incident_id: str | None, msg_id: str) -> None:
         """Publish `rejected`: in the incident's timeline (with a seq) when the incident exists."""
@@ -469,38 +494,20 @@ class IncidentStore:
         for the whole transaction just before it commits (a group commit writes hundreds)."""
         for command in commands:
             if isinstance(command, Emit):
-                _queue(session, IncidentEventRow, dict(
+                queue_insert(session, IncidentEventRow.__table__, dict(
                     incident_id=walk.incident_id, seq=command.seq, event=command.event, at=command.at, data=command.fields,
                 ))
                 payload = {
                     "incident_id": walk.incident_id, "event": command.event, "at": rfc3339(command.at), "seq": command.seq,
                     **command.fields,
                 }
-                _queue(session, OutboxRow, dict(
+                queue_insert(session, OutboxRow.__table__, dict(
                     subject=f"{EVENT_PREFIX}.{command.event}", msg_id=f"{walk.incident_id}:{command.seq}",
                     payload=payload, created_at=now,
                 ))
             elif isinstance(command, PageCmd):
-                _queue(session, PageRow, dict(
+                queue_insert(session, _PAGES, dict(
                     incident_id=walk.incident_id, key=command.key, contact=command.contact, channel=command.channel,
                     cycle=command.cycle, leg_index=command.leg_index, leg=command.leg, window_s=command.window_s,
                     status="pending", resent=False, reason=None, ref=None, created_at=now, updated_at=now,
                 ))
-
-
-def _insert(session: Session) -> Callable[..., Any]:
-    """INSERT with ON CONFLICT for the session's database."""
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
-def _queue(session: Session, entity: Any, row: dict[str, Any]) -> None:
-    queued = session.info.get("queued_rows")
-    if queued is None:
-        queued = session.info["queued_rows"] = {}
-        sa.event.listen(session, "before_commit", _write_queued)
-    queued.setdefault(entity, []).append(row)
-
-
-def _write_queued(session: Session) -> None:
-    for entity, rows in session.info.pop("queued_rows", {}).items():
-        session.execute(sa.insert(entity.__table__), rows)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -16,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from escalator import walk
 from escalator.replies import CODE_DIGITS
-from escalator.store.db import read_session, write_session
+from escalator.store.db import queue_insert, read_session, write_session
 from escalator.store.tables import IncidentRow, SmsCodeRow, SmsStrikeRow
 from escalator.walk import PageCmd
 
@@ -25,6 +24,20 @@ STRIKES = 5
 STRIKE_WINDOW = timedelta(minutes=10)
 IGNORE_FOR = timedelta(minutes=10)
 PROBES = 4
+
+# Built once (the allocation runs for every SMS page). A code of a number is in use while it is
+# under 72 hours old or its incident is still open; the incident is joined by its key (an IN over
+# all open incidents would be read in full for every lookup).
+_CODES, _INCIDENTS = SmsCodeRow.__table__, IncidentRow.__table__
+_IN_USE = (
+    _CODES.join(_INCIDENTS, _INCIDENTS.c.id == _CODES.c.incident_id),
+    sa.and_(_CODES.c.phone == sa.bindparam("phone"),
+            sa.or_(_CODES.c.created_at >= sa.bindparam("since"), _INCIDENTS.c.status.in_(walk.ACTIVE))),
+)
+_PROBE = sa.select(_CODES.c.id).select_from(_IN_USE[0]).where(_IN_USE[1], _CODES.c.code == sa.bindparam("code")).limit(1)
+_TAKEN = sa.select(_CODES.c.code).select_from(_IN_USE[0]).where(_IN_USE[1])
+_CODE_OF_PAGE = sa.select(_CODES.c.code).where(_CODES.c.incident_id == sa.bindparam("incident"), _CODES.c.page_key == sa.bindparam("key"))
+_LOCK_NUMBER = sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))")
 
 
 class SmsCodes:
@@ -44,48 +57,33 @@ class SmsCodes:
         if phone not in allocated:
             allocated[phone] = set()
             if self.engine.dialect.name == "postgresql":  # one allocation per number at a time, across replicas
-                session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))"), {"p": phone})
+                session.execute(_LOCK_NUMBER, {"p": phone})
         if not fresh:
-            existing = session.scalar(
-                sa.select(SmsCodeRow.code).where(SmsCodeRow.incident_id == incident_id, SmsCodeRow.page_key == page.key)
-            )
+            existing = session.scalar(_CODE_OF_PAGE, {"incident": incident_id, "key": page.key})
             if existing:
                 return existing
-        code = self._probe(session, phone, now, allocated[phone])
+        since = now - CODE_REUSE
+        code = self._probe(session, phone, since, allocated[phone])
         if code is None:  # the number's recent codes crowd the space: look at all of them
-            code = self._pick(self._taken(session, phone, now) | allocated[phone])
+            code = self._pick(set(session.scalars(_TAKEN, {"phone": phone, "since": since})) | allocated[phone])
         allocated[phone].add(code)
-        # Written with the transaction's other rows; codes given earlier in it are in `allocated`.
-        session.add(
-            SmsCodeRow(
-                phone=phone, code=code, incident_id=incident_id, page_key=page.key, contact=page.contact,
-                cycle=page.cycle, leg_index=page.leg_index, created_at=now,
-            )
-        )
+        # Inserted with the transaction's other rows; codes given earlier in it are in `allocated`.
+        queue_insert(session, _CODES, dict(
+            phone=phone, code=code, incident_id=incident_id, page_key=page.key, contact=page.contact,
+            cycle=page.cycle, leg_index=page.leg_index, created_at=now,
+        ))
         return code
 
-    def _probe(self, session: Session, phone: str, now: datetime, allocated: set[str]) -> str | None:
+    def _probe(self, session: Session, phone: str, since: datetime, allocated: set[str]) -> str | None:
         """A few random codes, each checked with one indexed lookup: allocation costs the same
         however many pages the number has had (loading every code of a busy number did not)."""
         for _ in range(PROBES):
             code = f"{self.rng.randrange(10**CODE_DIGITS):0{CODE_DIGITS}d}"
             if code in allocated:
                 continue
-            clash = session.scalar(self._in_use(sa.select(SmsCodeRow.id), phone, now).where(SmsCodeRow.code == code).limit(1))
-            if clash is None:
+            if session.scalar(_PROBE, {"phone": phone, "since": since, "code": code}) is None:
                 return code
         return None
-
-    @staticmethod
-    def _in_use(query: sa.Select[Any], phone: str, now: datetime) -> sa.Select[Any]:
-        """Codes of this number in use: under 72 hours old, or their incident still open. A join on
-        the incident's key (an IN over all open incidents would be read in full for every lookup)."""
-        return query.join(IncidentRow, IncidentRow.id == SmsCodeRow.incident_id).where(
-            SmsCodeRow.phone == phone, sa.or_(SmsCodeRow.created_at >= now - CODE_REUSE, IncidentRow.status.in_(walk.ACTIVE))
-        )
-
-    def _taken(self, session: Session, phone: str, now: datetime) -> set[str]:
-        return set(session.scalars(self._in_use(sa.select(SmsCodeRow.code), phone, now)))
 
     def _pick(self, taken: set[str]) -> str:
         digits = CODE_DIGITS
