@@ -106,3 +106,36 @@ def test_five_wrong_codes_in_ten_minutes_ignore_the_number_for_ten(ladders) -> N
     for i in range(5):
         codes.strike(slow, t + timedelta(minutes=5 * i))
     assert not codes.ignored(slow, t + timedelta(minutes=20, seconds=30))
+
+
+def test_a_number_with_thousands_of_codes_still_gets_one_in_a_few_lookups(ladders) -> None:
+    """9,990 of the 10,000 four-digit codes in use for one number: the allocation neither reads them
+    all nor repeats one; it moves to five digits after a few taken picks."""
+    import sqlalchemy as sa
+
+    from escalator.store.tables import SmsCodeRow
+
+    store = IncidentStore(ladders.engine)
+    codes = SmsCodes(ladders.engine, random.Random(5))
+    now = clock.now()
+    open_incident(store, "busy")
+    used = [f"{n:04d}" for n in range(10000) if n % 1000 != 7]
+    with ladders.engine.begin() as connection:
+        connection.execute(sa.insert(SmsCodeRow.__table__), [
+            dict(phone=PHONE, code=c, incident_id="busy", page_key=f"k{c}", contact="alice", cycle=1, leg_index=0, created_at=now)
+            for c in used
+        ])
+    statements: list[str] = []
+
+    def seen(connection, cursor, statement, *rest) -> None:
+        statements.append(" ".join(statement.split()))
+
+    sa.event.listen(ladders.engine, "before_cursor_execute", seen)
+    try:
+        code = codes.code_for("busy", page(), PHONE, now)
+    finally:
+        sa.event.remove(ladders.engine, "before_cursor_execute", seen)
+    assert code not in used and code.isdigit() and len(code) in (4, 5)
+    probes = [s for s in statements if s.startswith("SELECT sms_codes.id")]
+    assert 1 <= len(probes) <= 2 * 8, statements  # four digits, then five; one indexed lookup each
+    assert not any(s.startswith("SELECT sms_codes.code FROM sms_codes JOIN") for s in statements)  # never read them all

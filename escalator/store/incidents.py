@@ -56,6 +56,14 @@ _NEW_INCIDENT = {
 _READ_PAGES = sa.select(_PAGES.c.key, _PAGES.c.status, _PAGES.c.ref, _PAGES.c.reason).where(
     _PAGES.c.incident_id == sa.bindparam("id"), _PAGES.c.key.in_(sa.bindparam("keys", expanding=True))
 )
+_LADDER_HEAD = sa.select(LadderRow.__table__.c.version, LadderRow.__table__.c.deleted_at).where(
+    LadderRow.__table__.c.name == sa.bindparam("name")
+)
+_CONTACTS_T, _DEAD_T = ContactRow.__table__, DeadPushTokenRow.__table__
+_CONTACTS = sa.select(_CONTACTS_T.c.id, _CONTACTS_T.c.name, _CONTACTS_T.c.phone, _CONTACTS_T.c.push_tokens).where(
+    _CONTACTS_T.c.id.in_(sa.bindparam("ids", expanding=True))
+)
+_DEAD_TOKENS = sa.select(_DEAD_T.c.contact_id, _DEAD_T.c.token).where(_DEAD_T.c.contact_id.in_(sa.bindparam("ids", expanding=True)))
 _UPDATE_PAGE = sa.update(_PAGES).where(_PAGES.c.incident_id == sa.bindparam("_id"), _PAGES.c.key == sa.bindparam("_key"))
 
 
@@ -431,12 +439,12 @@ class IncidentStore:
         raise Rejected(f"unknown ladder {requested!r} and {why}", incident_id)
 
     @staticmethod
-    def _head(session: Session, name: str) -> LadderRow | None:
-        """A ladder's current version row, looked up once per transaction (a group commit opens
-        many incidents on the same ladder)."""
-        heads: dict[str, LadderRow | None] = session.info.setdefault("ladder_heads", {})
+    def _head(session: Session, name: str) -> Any:
+        """A ladder's current version and deletion, looked up once per transaction (a group commit
+        opens many incidents on the same ladder)."""
+        heads: dict[str, Any] = session.info.setdefault("ladder_heads", {})
         if name not in heads:
-            heads[name] = session.get(LadderRow, name)
+            heads[name] = session.execute(_LADDER_HEAD, {"name": name}).first()
         return heads[name]
 
     @staticmethod
@@ -447,14 +455,10 @@ class IncidentStore:
         known: dict[str, Contact | None] = session.info.setdefault("contacts", {})
         missing = ids - known.keys()
         if missing:
-            rows = session.scalars(sa.select(ContactRow).where(ContactRow.id.in_(missing)))
-            dead = set(
-                session.execute(
-                    sa.select(DeadPushTokenRow.contact_id, DeadPushTokenRow.token).where(DeadPushTokenRow.contact_id.in_(missing))
-                )
-            )
+            ordered = sorted(missing)
+            dead = set(session.execute(_DEAD_TOKENS, {"ids": ordered}).tuples())
             known.update(dict.fromkeys(missing))
-            for r in rows:
+            for r in session.execute(_CONTACTS, {"ids": ordered}):
                 known[r.id] = Contact.model_construct(
                     id=r.id, name=r.name, phone=r.phone,
                     push_tokens=tuple(t for t in r.push_tokens or () if (r.id, t) not in dead),

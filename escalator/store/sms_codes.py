@@ -23,7 +23,7 @@ CODE_REUSE = timedelta(hours=72)
 STRIKES = 5
 STRIKE_WINDOW = timedelta(minutes=10)
 IGNORE_FOR = timedelta(minutes=10)
-PROBES = 4
+PROBES = 8
 
 # Built once (the allocation runs for every SMS page). A code of a number is in use while it is
 # under 72 hours old or its incident is still open; the incident is joined by its key (an IN over
@@ -75,14 +75,16 @@ class SmsCodes:
         return code
 
     def _probe(self, session: Session, phone: str, since: datetime, allocated: set[str]) -> str | None:
-        """A few random codes, each checked with one indexed lookup: allocation costs the same
-        however many pages the number has had (loading every code of a busy number did not)."""
-        for _ in range(PROBES):
-            code = f"{self.rng.randrange(10**CODE_DIGITS):0{CODE_DIGITS}d}"
-            if code in allocated:
-                continue
-            if session.scalar(_PROBE, {"phone": phone, "since": since, "code": code}) is None:
-                return code
+        """Random codes, each checked with one indexed lookup, so an allocation costs the same however
+        many pages the number has had (loading every code of a busy number did not). Where PROBES
+        picks in a row are taken, the space is crowded: the next longer codes are tried."""
+        for digits in range(CODE_DIGITS, CODE_DIGITS + 3):
+            for _ in range(PROBES):
+                code = f"{self.rng.randrange(10**digits):0{digits}d}"
+                if code in allocated:
+                    continue
+                if session.scalar(_PROBE, {"phone": phone, "since": since, "code": code}) is None:
+                    return code
         return None
 
     def _pick(self, taken: set[str]) -> str:
