@@ -60,10 +60,11 @@ _LADDER_HEAD = sa.select(LadderRow.__table__.c.version, LadderRow.__table__.c.de
     LadderRow.__table__.c.name == sa.bindparam("name")
 )
 _CONTACTS_T, _DEAD_T = ContactRow.__table__, DeadPushTokenRow.__table__
-_CONTACTS = sa.select(_CONTACTS_T.c.id, _CONTACTS_T.c.name, _CONTACTS_T.c.phone, _CONTACTS_T.c.push_tokens).where(
-    _CONTACTS_T.c.id.in_(sa.bindparam("ids", expanding=True))
+_CONTACTS = (  # with the push tokens FCM reported dead (one row per dead token, NULL for none)
+    sa.select(_CONTACTS_T.c.id, _CONTACTS_T.c.name, _CONTACTS_T.c.phone, _CONTACTS_T.c.push_tokens, _DEAD_T.c.token)
+    .select_from(_CONTACTS_T.outerjoin(_DEAD_T, _DEAD_T.c.contact_id == _CONTACTS_T.c.id))
+    .where(_CONTACTS_T.c.id.in_(sa.bindparam("ids", expanding=True)))
 )
-_DEAD_TOKENS = sa.select(_DEAD_T.c.contact_id, _DEAD_T.c.token).where(_DEAD_T.c.contact_id.in_(sa.bindparam("ids", expanding=True)))
 _UPDATE_PAGE = sa.update(_PAGES).where(_PAGES.c.incident_id == sa.bindparam("_id"), _PAGES.c.key == sa.bindparam("_key"))
 
 
@@ -455,10 +456,10 @@ class IncidentStore:
         known: dict[str, Contact | None] = session.info.setdefault("contacts", {})
         missing = ids - known.keys()
         if missing:
-            ordered = sorted(missing)
-            dead = set(session.execute(_DEAD_TOKENS, {"ids": ordered}).tuples())
+            rows = session.execute(_CONTACTS, {"ids": sorted(missing)}).all()
+            dead = {(r.id, r.token) for r in rows if r.token is not None}
             known.update(dict.fromkeys(missing))
-            for r in session.execute(_CONTACTS, {"ids": ordered}):
+            for r in rows:
                 known[r.id] = Contact.model_construct(
                     id=r.id, name=r.name, phone=r.phone,
                     push_tokens=tuple(t for t in r.push_tokens or () if (r.id, t) not in dead),
