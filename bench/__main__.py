@@ -41,7 +41,7 @@ from escalator.store import migrate
 from escalator.store.catalog import Catalog
 from escalator.store.db import make_engine, write_session
 from escalator.store.incidents import build_plan
-from escalator.store.tables import ContactRow, IncidentRow, LadderRow, LadderVersionRow
+from escalator.store.tables import ContactRow, IncidentRow, LadderRow, LadderVersionRow, PageRow
 from tests.harness import NatsServer, free_port
 
 POSTGRES_URL = os.environ.get("ESCALATOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -106,6 +106,10 @@ class Database:
         if self.kind == "postgresql":
             with sa.create_engine(POSTGRES_URL).begin() as connection:
                 connection.execute(sa.text(f'DROP SCHEMA "{self.schema}" CASCADE'))
+
+    def pages_sent(self) -> int:
+        with self.engine.connect() as connection:
+            return connection.scalar(sa.select(sa.func.count()).select_from(PageRow).where(PageRow.status == "sent")) or 0
 
     def seed(self, count: int, deadline_of: Any) -> None:
         """`count` open escalations at their first leg, written in bulk (no pages pending, no owner):
@@ -337,7 +341,10 @@ async def ingest_throughput(kind: str, root: Path, count: int) -> dict[str, Any]
         deadline = time.monotonic() + 600
         while len(rig.recorder.pages) < 3 * count and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        took = max(r.at for r in rig.recorder.pages) - began
+        # Sustained means the bookkeeping keeps up too: done when every answer is recorded as well.
+        while await asyncio.to_thread(rig.db.pages_sent) < 3 * count and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        took = time.monotonic() - began
         paged = len({r.page.incident_id for r in rig.recorder.pages})
         await rig.stop()
         _, floor = await raw_jetstream(rig.nats.url, count, None)
@@ -406,7 +413,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
              f"p50 {win['figure']['p50_ms']:.1f} / p99 {win['figure']['p99_ms']:.1f} / max {win['figure']['max_ms']:.1f} ms",
              f"bare asyncio timer p99 {win['floor']['p99_ms']:.1f} ms", "p99 ≤ 100 ms",
              verdict(win["figure"]["p99_ms"], "window_expiry_to_next_page_p99_ms") + (f" ({win['missing']} missing)" if win["missing"] else "")),
-            (kind, f"sustained ingest, 3 channels ({ing['incidents']:,} incidents)", f"{ing['figure_per_s']:.0f} incidents/s",
+            (kind, f"sustained ingest, 3 channels, answers recorded ({ing['incidents']:,} incidents)", f"{ing['figure_per_s']:.0f} incidents/s",
              f"raw JetStream {ing['floor_per_s']:.0f} msgs/s", "≥ 500/s", verdict(ing["figure_per_s"], "ingest_incidents_per_s")),
             (kind, f"memory, {mem['open']:,} open escalations", f"{mem['figure_mib']:.0f} MiB RSS",
              f"before start {mem['floor_mib']:.0f} MiB", "≤ 1 GiB", verdict(mem["figure_mib"], "rss_mib_open_escalations")),

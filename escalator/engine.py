@@ -80,6 +80,7 @@ class Engine:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=2)
+        await self.steps.idle(timeout=5)
 
     async def adopt(self, incident_ids: list[str]) -> tuple[int, int]:
         """Drive incidents this replica has claimed: re-arm their windows from the database (an
@@ -419,14 +420,23 @@ class StepBatcher:
             self._worker = loop.create_task(self._drain())
         return await future
 
+    async def idle(self, timeout: float) -> None:
+        """Wait for the writer to finish what it took (shutdown: nothing may write after it)."""
+        if self._worker is not None and not self._worker.done():
+            await asyncio.wait({self._worker}, timeout=timeout)
+
     def _next_batch(self) -> list[tuple[Any, asyncio.Future[Any]]]:
-        batch, self._urgent = self._urgent[: self.LIMIT], self._urgent[self.LIMIT :]
+        # A step whose caller went away (cancelled at shutdown) is not written: nobody would carry it out.
+        self._urgent = [(c, f) for c, f in self._urgent if not f.done()]
+        self._routine = [(t, c, f) for t, c, f in self._routine if not f.done()]
+        urgent, routine = self._urgent, self._routine
         aged = asyncio.get_running_loop().time() - self.LINGER
-        take = 0
-        while take < len(self._routine) and len(batch) + take < self.LIMIT and (not batch or self._routine[take][0] <= aged):
-            take += 1
-        batch += [(call, future) for _, call, future in self._routine[:take]]
-        self._routine = self._routine[take:]
+        ready = len(routine) if not urgent else next((i for i, (t, _, _) in enumerate(routine) if t > aged), len(routine))
+        # Under a flood of urgent steps, routine ones that waited their turn still get half of a batch.
+        take_routine = min(ready, self.LIMIT - min(len(urgent), self.LIMIT // 2))
+        take_urgent = min(len(urgent), self.LIMIT - take_routine)
+        batch = urgent[:take_urgent] + [(call, future) for _, call, future in routine[:take_routine]]
+        self._urgent, self._routine = urgent[take_urgent:], routine[take_routine:]
         return batch
 
     async def _drain(self) -> None:
@@ -441,6 +451,8 @@ class StepBatcher:
                     except TimeoutError:
                         pass
             batch = self._next_batch()
+            if not batch:
+                continue
             try:
                 results = await asyncio.to_thread(self.run_batch, [call for call, _ in batch])
             except BaseException as exc:  # the one step of a batch of one failed: its caller retries

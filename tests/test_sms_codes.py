@@ -139,3 +139,11 @@ def test_a_number_with_thousands_of_codes_still_gets_one_in_a_few_lookups(ladder
     probes = [s for s in statements if s.startswith("SELECT sms_codes.id")]
     assert 1 <= len(probes) <= 2 * 8, statements  # four digits, then five; one indexed lookup each
     assert not any(s.startswith("SELECT sms_codes.code FROM sms_codes JOIN") for s in statements)  # never read them all
+    statements.clear()
+    sa.event.listen(ladders.engine, "before_cursor_execute", seen)
+    try:
+        second = codes.code_for("busy", page("c1.l0.alice.sms2"), PHONE, now)
+    finally:
+        sa.event.remove(ladders.engine, "before_cursor_execute", seen)
+    assert len(second) == 5 and second != code  # remembered: the number's short codes are crowded
+    assert len([s for s in statements if s.startswith("SELECT sms_codes.id")]) == 1

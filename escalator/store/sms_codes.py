@@ -7,6 +7,7 @@ number within 72 hours. A reply counts only from the number its code was sent to
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ STRIKES = 5
 STRIKE_WINDOW = timedelta(minutes=10)
 IGNORE_FOR = timedelta(minutes=10)
 PROBES = 8
+CROWDED_FOR = 3600.0
 
 # Built once (the allocation runs for every SMS page). A code of a number is in use while it is
 # under 72 hours old or its incident is still open; the incident is joined by its key (an IN over
@@ -44,6 +46,7 @@ class SmsCodes:
     def __init__(self, engine: Engine, rng: secrets.SystemRandom | None = None):
         self.engine = engine
         self.rng = rng or secrets.SystemRandom()
+        self._crowded: dict[str, tuple[int, float]] = {}  # phone → (code length to start with, until)
 
     def code_for(self, incident_id: str, page: PageCmd, phone: str, now: datetime) -> str:
         """The page's code: the one it already has (a re-send), or a new one for this number."""
@@ -77,13 +80,19 @@ class SmsCodes:
     def _probe(self, session: Session, phone: str, since: datetime, allocated: set[str]) -> str | None:
         """Random codes, each checked with one indexed lookup, so an allocation costs the same however
         many pages the number has had (loading every code of a busy number did not). Where PROBES
-        picks in a row are taken, the space is crowded: the next longer codes are tried."""
-        for digits in range(CODE_DIGITS, CODE_DIGITS + 3):
+        picks in a row are taken, the space is crowded: the next longer codes are tried, and this
+        process remembers it for the number for CROWDED_FOR (then tries short codes again)."""
+        start, until = self._crowded.get(phone, (CODE_DIGITS, 0.0))
+        if time.monotonic() >= until:
+            start = CODE_DIGITS
+        for digits in range(start, start + 3):
             for _ in range(PROBES):
                 code = f"{self.rng.randrange(10**digits):0{digits}d}"
                 if code in allocated:
                     continue
                 if session.scalar(_PROBE, {"phone": phone, "since": since, "code": code}) is None:
+                    if digits > CODE_DIGITS and digits != start:
+                        self._crowded[phone] = (digits, time.monotonic() + CROWDED_FOR)
                     return code
         return None
 
