@@ -110,8 +110,13 @@ class Ingest:
                 await asyncio.sleep(1)
                 continue
             self.start(msgs)
-        if self._tasks:
-            await asyncio.wait(set(self._tasks))
+        try:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
+        except asyncio.CancelledError:  # out of time at shutdown: the rest stays in JetStream, unacknowledged
+            for task in self._tasks:
+                task.cancel()
+            raise
 
     async def _fetch(self, psub: Any) -> list[Msg]:
         """What is waiting, up to a batch; if nothing is, the next message as soon as it arrives.
