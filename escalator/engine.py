@@ -295,7 +295,11 @@ class Engine:
             await self._retrying(asyncio.to_thread, self.store.retire_push_tokens, contact.id, outcome.dead_tokens, self.now())
         event = PageSent(command, outcome.ref) if outcome.ok else PageFailed(command, outcome.reason or "failed")
         self._recording.add(asyncio.current_task())  # type: ignore[arg-type]  # the answer is in: stopping now changes nothing
-        await self._retrying(self._record_outcome, incident_id, event)
+        try:
+            await self._record_outcome(incident_id, event)
+        except Exception:  # alone from here on: an answer that cannot be written must not hold up the others
+            log.exception("recording page outcomes of incident %s failed; recording each on its own", incident_id)
+            await self._retrying(self.handle, incident_id, event)
 
     async def _record_outcome(self, incident_id: str, event: Event) -> StepResult:
         """A leg pages on several channels at once and their answers come back together: those that
@@ -308,28 +312,32 @@ class Engine:
             step = asyncio.get_running_loop().create_task(self._record_outcomes(incident_id, waiting))
             self._tasks.add(step)
             step.add_done_callback(self._step_done)
+            step.add_done_callback(lambda t: self._outcomes_settled(incident_id, waiting, t))
         waiting.events.append(event)
         return await asyncio.shield(waiting.done)
 
     async def _record_outcomes(self, incident_id: str, waiting: _Outcomes) -> StepResult:
         incident_var.set(incident_id)
-        try:
-            async with self._lock(incident_id):
-                if self._outcomes.get(incident_id) is waiting:  # from here on, later answers wait for the next step
-                    del self._outcomes[incident_id]
-                now, events = self.now(), list(waiting.events)
-                result = await self.steps.submit(
-                    lambda session: self.store.step_in(session, incident_id, events, now), urgent=False
-                )
-                self._carry_out(incident_id, result)
-        except BaseException as exc:
-            if self._outcomes.get(incident_id) is waiting:
+        async with self._lock(incident_id):
+            if self._outcomes.get(incident_id) is waiting:  # from here on, later answers wait for the next step
                 del self._outcomes[incident_id]
-            waiting.done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("the step was cancelled"))
-            waiting.done.exception()  # retrieved: every waiter retries on its own
-            raise
-        waiting.done.set_result(result)
+            now, events = self.now(), list(waiting.events)
+            result = await self.steps.submit(lambda session: self.store.step_in(session, incident_id, events, now), urgent=False)
+            self._carry_out(incident_id, result)
         return result
+
+    def _outcomes_settled(self, incident_id: str, waiting: _Outcomes, step: asyncio.Task[StepResult]) -> None:
+        """The recording task ended, however (even cancelled before it started): tell its waiters."""
+        if self._outcomes.get(incident_id) is waiting:
+            del self._outcomes[incident_id]
+        if step.cancelled():
+            waiting.done.set_exception(RuntimeError("the step was cancelled"))
+        elif step.exception() is not None:
+            waiting.done.set_exception(step.exception())  # type: ignore[arg-type]
+        else:
+            waiting.done.set_result(step.result())
+            return
+        waiting.done.exception()  # retrieved: every waiter retries on its own
 
     async def _notify(self, incident_id: str, command: Notify, contacts: Mapping[str, Any]) -> None:
         contact = contacts.get(command.contact)

@@ -75,13 +75,24 @@ class Ingest:
         self.max_in_flight = max_in_flight
         self.js: JetStreamContext | None = None
         self.in_flight = 0
-        self._tails: dict[str, asyncio.Task[None]] = {}  # the last unfinished group of each incident
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tails: dict[str, asyncio.Task[float | None]] = {}  # the last unfinished group of each incident
+        self._tasks: set[asyncio.Task[float | None]] = set()
         self._room = asyncio.Event()
         self.consuming = asyncio.Event()  # set once the durable consumer is being fetched from
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set, then finish what was fetched; rides out NATS outages."""
+        """Consume until `stop` is set, then finish what was fetched; rides out NATS outages.
+        Cancelled (out of time at shutdown), it cancels what it started: the rest stays in
+        JetStream unacknowledged, for the next replica."""
+        try:
+            await self._consume(stop)
+            if self._tasks:
+                await asyncio.wait(set(self._tasks))
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         psub = None
         while not stop.is_set():
             if self.js is None:  # not connected yet (set by the daemon)
@@ -89,7 +100,7 @@ class Ingest:
                 continue
             if self.in_flight >= self.max_in_flight:  # back-pressure: JetStream keeps the rest
                 self._room.clear()
-                await self._room.wait()
+                await _first(self._room, stop)
                 continue
             try:
                 if psub is None:
@@ -110,13 +121,6 @@ class Ingest:
                 await asyncio.sleep(1)
                 continue
             self.start(msgs)
-        try:
-            if self._tasks:
-                await asyncio.wait(set(self._tasks))
-        except asyncio.CancelledError:  # out of time at shutdown: the rest stays in JetStream, unacknowledged
-            for task in self._tasks:
-                task.cancel()
-            raise
 
     async def _fetch(self, psub: Any) -> list[Msg]:
         """What is waiting, up to a batch; if nothing is, the next message as soon as it arrives.
@@ -145,7 +149,7 @@ class Ingest:
             self.in_flight += len(items)
             task.add_done_callback(lambda t, key=key, n=len(items): self._done(t, key, n))
 
-    def _done(self, task: asyncio.Task[None], key: str, count: int) -> None:
+    def _done(self, task: asyncio.Task[float | None], key: str, count: int) -> None:
         self._tasks.discard(task)
         if self._tails.get(key) is task:
             del self._tails[key]
@@ -153,13 +157,23 @@ class Ingest:
         if self.in_flight < self.max_in_flight:
             self._room.set()
 
-    async def _group(self, items: list[tuple[Msg, Any]], after: asyncio.Task[None] | None) -> None:
+    async def _group(self, items: list[tuple[Msg, Any]], after: asyncio.Task[float | None] | None) -> float | None:
+        """Handle one incident's messages in order. Returns None, or the redelivery delay of a message
+        that failed: the messages after it are then sent back too, a little later, never handled
+        ahead of it (a resolve must not overtake the urgent message it resolves)."""
+        failed = None
         if after is not None:
-            await asyncio.wait([after])  # only its order matters here, not how it ended
+            await asyncio.wait([after])
+            failed = None if after.cancelled() or after.exception() else after.result()
         for msg, parsed in items:
-            await self._one(msg, parsed)
+            if failed is not None:
+                failed += 0.5
+                await _nak(msg, failed)
+                continue
+            failed = await self._one(msg, parsed)
+        return failed
 
-    async def _one(self, msg: Msg, parsed: Any) -> None:
+    async def _one(self, msg: Msg, parsed: Any) -> float | None:
         msg_id = f"rejected:{_stream_seq(msg)}"
         try:
             stored = msg.metadata.timestamp
@@ -184,10 +198,25 @@ class Ingest:
             delivered = msg.metadata.num_delivered if msg.metadata else 1
             delay = min(2 ** min(delivered, 6) * 0.25, 15.0)
             log.exception("could not process %s (delivery %d); redelivering in %.1fs", msg.subject, delivered, delay)
-            try:
-                await msg.nak(delay=delay)
-            except Exception:
-                pass  # the ack wait will redeliver it anyway
+            await _nak(msg, delay)
+            return delay
+        return None
+
+
+async def _nak(msg: Msg, delay: float) -> None:
+    try:
+        await msg.nak(delay=delay)
+    except Exception:
+        pass  # the ack wait will redeliver it anyway
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 def _stream_seq(msg: Msg) -> str:

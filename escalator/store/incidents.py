@@ -155,6 +155,7 @@ class IncidentStore:
                         results.append(call(session))
                     except Rejected as exc:  # raised before anything was written
                         results.append(exc)
+                self.allocate_codes(session)
                 return results
         except Exception:
             if len(calls) == 1:
@@ -164,6 +165,7 @@ class IncidentStore:
                 try:
                     with write_session(self.engine) as session:
                         result = call(session)
+                        self.allocate_codes(session)
                     out.append(result)  # only once committed: a failed commit is that call's failure
                 except Exception as exc:
                     out.append(exc)
@@ -172,7 +174,9 @@ class IncidentStore:
     def open(self, new: NewIncident, default_ladder: str | None, now: datetime) -> StepResult:
         """Open an incident and start its walk; a repeated id changes nothing and is noted."""
         with write_session(self.engine) as session:
-            return self.open_in(session, new, default_ladder, now)
+            result = self.open_in(session, new, default_ladder, now)
+            self.allocate_codes(session)
+            return result
 
     def open_in(self, session: Session, new: NewIncident, default_ladder: str | None, now: datetime) -> StepResult:
         try:
@@ -222,7 +226,9 @@ class IncidentStore:
     def step(self, incident_id: str, event: Event, now: datetime, note_if_ignored: str | None = None) -> StepResult:
         """Feed one event to an incident's walk and persist the outcome."""
         with write_session(self.engine) as session:
-            return self.step_in(session, incident_id, event, now, note_if_ignored)
+            result = self.step_in(session, incident_id, event, now, note_if_ignored)
+            self.allocate_codes(session)
+            return result
 
     def step_in(
         self, session: Session, incident_id: str, event: Event | list[Event], now: datetime, note_if_ignored: str | None = None
@@ -477,17 +483,29 @@ class IncidentStore:
         self, session: Session, incident_id: str, commands: list[walk_.Command], contacts: dict[str, Contact], now: datetime,
         fresh: bool = False,
     ) -> dict[str, str]:
-        """Reply codes of the SMS pages just decided, in the same transaction: the page is sent
-        without waiting for another one."""
+        """Reply codes of the SMS pages just decided, in the same transaction, so the page is sent
+        without waiting for another one. Filled in by allocate_codes when the transaction's steps
+        are done."""
         out: dict[str, str] = {}
         if self.codes is None:
             return out
+        requests = session.info.setdefault("code_requests", [])
         for command in commands:
             if isinstance(command, PageCmd) and command.channel == "sms":
                 contact = contacts.get(command.contact)
                 if contact is not None and contact.phone:
-                    out[command.key] = self.codes.code_for_in(session, incident_id, command, contact.phone, now, fresh)
+                    requests.append((contact.phone, incident_id, command, now, fresh, out))
         return out
+
+    def allocate_codes(self, session: Session) -> None:
+        """Allocate the codes the transaction's steps asked for, after all of them, in phone order.
+        A number is locked while its codes are chosen (PostgreSQL, across replicas): taking those
+        locks last, and always in the same order, means two transactions can never each hold what
+        the other waits for (a row, or another number)."""
+        requests = session.info.pop("code_requests", [])
+        assert self.codes is not None or not requests
+        for phone, incident_id, command, now, fresh, out in sorted(requests, key=lambda r: r[0]):
+            out[command.key] = self.codes.code_for_in(session, incident_id, command, phone, now, fresh)  # type: ignore[union-attr]
 
     @staticmethod
     def _note(session: Session, incident_id: str, now: datetime, text: str) -> None:
