@@ -8,6 +8,7 @@ every SQLite connection runs in autocommit at the driver level and each transact
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import socket
 from collections.abc import Iterator
@@ -94,13 +95,9 @@ def _insert_queued(session: Session) -> None:
         session.execute(_insert_statement(table), rows)
 
 
-_INSERTS: dict[sa.Table, sa.Insert] = {}
-
-
+@functools.cache
 def _insert_statement(table: sa.Table) -> sa.Insert:
-    if table not in _INSERTS:
-        _INSERTS[table] = sa.insert(table)
-    return _INSERTS[table]
+    return sa.insert(table)
 
 
 @contextmanager

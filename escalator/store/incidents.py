@@ -163,20 +163,21 @@ class IncidentStore:
             out: list[Any] = []
             for call in calls:
                 try:
-                    with write_session(self.engine) as session:
-                        result = call(session)
-                        self.allocate_codes(session)
-                    out.append(result)  # only once committed: a failed commit is that call's failure
+                    out.append(self._write_one(call))  # only once committed: a failed commit is that call's failure
                 except Exception as exc:
                     out.append(exc)
             return out
 
     def open(self, new: NewIncident, default_ladder: str | None, now: datetime) -> StepResult:
         """Open an incident and start its walk; a repeated id changes nothing and is noted."""
+        return self._write_one(lambda session: self.open_in(session, new, default_ladder, now))
+
+    def _write_one(self, call: Callable[[Session], Any]) -> Any:
+        """One step (`open_in`, `step_in`) in a transaction of its own; the result only once committed."""
         with write_session(self.engine) as session:
-            result = self.open_in(session, new, default_ladder, now)
+            result = call(session)
             self.allocate_codes(session)
-            return result
+        return result
 
     def open_in(self, session: Session, new: NewIncident, default_ladder: str | None, now: datetime) -> StepResult:
         try:
@@ -225,10 +226,7 @@ class IncidentStore:
 
     def step(self, incident_id: str, event: Event, now: datetime, note_if_ignored: str | None = None) -> StepResult:
         """Feed one event to an incident's walk and persist the outcome."""
-        with write_session(self.engine) as session:
-            result = self.step_in(session, incident_id, event, now, note_if_ignored)
-            self.allocate_codes(session)
-            return result
+        return self._write_one(lambda session: self.step_in(session, incident_id, event, now, note_if_ignored))
 
     def step_in(
         self, session: Session, incident_id: str, event: Event | list[Event], now: datetime, note_if_ignored: str | None = None
