@@ -3,11 +3,13 @@
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY escalator ./escalator
 COPY migrations ./migrations
+# Every dependency pinned and checked against its hash (requirements.lock), then escalator itself.
 RUN python -m venv /opt/escalator \
-    && /opt/escalator/bin/pip install --no-cache-dir .
+    && /opt/escalator/bin/pip install --no-cache-dir --require-hashes -r requirements.lock \
+    && /opt/escalator/bin/pip install --no-cache-dir --no-deps .
 
 FROM python:3.11-slim-bookworm
 # No build tools in the final stage: only the virtual environment built above.

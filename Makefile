@@ -5,11 +5,15 @@ BIN    := $(VENV)/bin
 
 .PHONY: run test bench clean
 
-$(BIN)/.installed: pyproject.toml
+# Dependencies come from the lock file, every one pinned and checked against its hash
+# (requirements-dev.lock: the runtime's requirements.lock plus the test tools). Regenerate both
+# after changing pyproject.toml: see README "Dependencies".
+$(BIN)/.installed: pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit("escalator needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
 # Set up, create/upgrade the SQLite database in ./.escalator, apply ladders/, and run the daemon on

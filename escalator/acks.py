@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 
 from escalator import clock, replies, twiml, walk
 from escalator.ack_tokens import AckTokens, InvalidToken
 from escalator.channels.twilio import callback_url
 from escalator.engine import Engine
+from escalator.logs import mask_phone
+from escalator.store.callbacks import HandledCallbacks
 from escalator.store.incidents import IncidentStore
-from escalator.store.sms_codes import SmsCodes
+from escalator.store.sms_codes import STRIKES, SmsCodes
 from escalator.store.tables import IncidentRow, PageRow
 
 log = logging.getLogger("escalator.acks")
+
+T = TypeVar("T")
 
 FAILED = {"voice": {"busy", "failed", "no-answer", "canceled"}, "sms": {"undelivered", "failed"}}
 FINISHED = {"voice": {"completed"}, "sms": {"delivered"}}
@@ -43,17 +48,30 @@ class Intake:
         self.engine = engine
         self.store = store
         self.codes = codes
+        self.callbacks = HandledCallbacks(store.engine)
         self.public_url = public_url
         self.now = now
 
     # -- SMS ----------------------------------------------------------------------------------------
 
-    async def sms(self, phone: str, body: str) -> str | None:
-        """An inbound text → the reply to send back (None: say nothing)."""
+    async def sms(self, phone: str, body: str, sid: str) -> str | None:
+        """An inbound text → the reply to send back (None: say nothing). Handled once per MessageSid."""
+        return await self._once(f"sms:{sid}", lambda now: self._sms(phone, body, now), None)
+
+    async def _once(self, key: str, act: Callable[[datetime], Awaitable[T]], replayed: T) -> T:
+        """Act on a Twilio callback the first time its key is seen; a replay gets `replayed`. If
+        acting fails, the key is forgotten again, so Twilio's own retry is acted on."""
         now = self.now()
-        if await asyncio.to_thread(self.codes.ignored, phone, now):
-            log.warning("ignoring a reply: too many wrong codes recently from that number")
-            return None
+        if not await asyncio.to_thread(self.callbacks.first, key, now):
+            log.info("ignoring a replayed Twilio callback (%s)", key)
+            return replayed
+        try:
+            return await act(now)
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(self.callbacks.forget, key))
+            raise
+
+    async def _sms(self, phone: str, body: str, now: datetime) -> str | None:
         reply = replies.parse(body)
         if reply.action is None:
             return replies.HELP
@@ -72,8 +90,7 @@ class Intake:
                 if late is not None:  # a real code of this number whose incident is closed: answer politely
                     incident = await asyncio.to_thread(self.store.get, late.incident_id)
                     return closed_text(incident) if incident else replies.HELP
-                await asyncio.to_thread(self.codes.strike, phone, now)
-                return f"No open page has code {reply.code}. " + replies.HELP
+                return await self._wrong_code(phone, reply.code, now)
         if reply.action == replies.ACK:
             event: walk.Event = walk.Acknowledge(row.contact, "sms", row.contact)
         else:
@@ -85,6 +102,24 @@ class Intake:
                 return f"You have incident {row.incident_id}: {incident.summary}. Thank you."
             return f"Passed on. The next person is being paged for incident {row.incident_id}."
         return closed_text(incident)
+
+    async def _wrong_code(self, phone: str, code: str, now: datetime) -> str:
+        """A code this number never had. Guesses are counted; at the limit the number's codes are
+        replaced and the new ones go to the number (Twilio sends the reply to it, whoever claimed
+        to be it), so the person keeps acknowledging and a guesser starts over."""
+        strikes = await asyncio.to_thread(self.codes.strike, phone, now)
+        if strikes < STRIKES:
+            return f"No open page has code {code}. " + replies.HELP
+        replaced = await asyncio.to_thread(self.codes.replace_codes, phone, now)
+        log.warning("%d wrong codes from %s: its %d open code(s) were replaced", strikes, mask_phone(phone), len(replaced))
+        for row in replaced:
+            await asyncio.to_thread(
+                self.store.note, row.incident_id, f"SMS code of {row.contact} replaced after {strikes} wrong codes from the number", now
+            )
+        if not replaced:
+            return f"No open page has code {code}. Too many wrong codes from this number."
+        listed = "; ".join(f"ACK {row.code} for incident {row.incident_id}" for row in replaced[:5])
+        return f"Too many wrong codes from this number, so its codes were changed. Reply {listed}."
 
     # -- voice --------------------------------------------------------------------------------------
 
@@ -107,8 +142,16 @@ class Intake:
         again = self._url("/twilio/voice", incident_id, key, attempt + 1) if attempt < twiml.PROMPT_ATTEMPTS else None
         return twiml.prompt(incident.summary, self._url("/twilio/gather", incident_id, key, attempt), again)
 
-    async def gather(self, incident_id: str, key: str, digits: str, attempt: int) -> str:
-        """A key was pressed: 1 takes it, 2 passes it on, star repeats."""
+    async def gather(self, incident_id: str, key: str, digits: str, attempt: int, call_sid: str) -> str:
+        """A key was pressed: 1 takes it, 2 passes it on, star repeats. Once per call and prompt."""
+        if digits not in ("1", "2"):  # star, or another key: the prompt again, nothing acted on
+            return await self._gather(incident_id, key, digits, attempt)
+        replayed = twiml.say_and_hang_up("That key press was already received. Goodbye.")
+        return await self._once(
+            f"gather:{call_sid}:{incident_id}:{key}:{attempt}", lambda now: self._gather(incident_id, key, digits, attempt), replayed
+        )
+
+    async def _gather(self, incident_id: str, key: str, digits: str, attempt: int) -> str:
         incident, page = await self._page(incident_id, key)
         if incident is None or page is None:
             return twiml.say_and_hang_up("This call is no longer needed. Goodbye.")

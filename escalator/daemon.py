@@ -35,6 +35,7 @@ from escalator.store.incidents import IncidentStore
 from escalator.store.leases import Leases
 from escalator.store.migrate import require_current
 from escalator.store.sms_codes import SmsCodes
+from escalator.supervisor import Supervisor
 from escalator.web import HttpServer, create_app
 
 log = logging.getLogger("escalator")
@@ -87,7 +88,7 @@ class Daemon:
         self.codes = SmsCodes(self.db)
         self.store = IncidentStore(self.db, settings.window_scale, settings.replica, self.codes)
         self.metrics = Metrics()
-        self.tokens = AckTokens(signing_key(settings.push_signing_key, settings.data_dir))
+        self.tokens = AckTokens(signing_key(settings.push_signing_key, settings.data_dir), settings.previous_push_keys)
         self.channels = dict(channels) if channels is not None else build_channels(settings, self.metrics, self.tokens)
         self.publisher = bus.OutboxPublisher(self.store, self.metrics.outbox_backlog.set)
         self.engine = Engine(
@@ -105,9 +106,13 @@ class Daemon:
         self.nats_error: str | None = "not connected yet"
         self.embedded: EmbeddedNats | None = None
         token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
-        app = create_app(self.readiness, self.metrics.registry, self.intake, token, settings.public_url)
+        app = create_app(
+            self.readiness, self.metrics.registry, self.intake, token, settings.public_url,
+            on_refused=lambda reason: self.metrics.http_refused.labels(reason).inc(),
+        )
         self.http = HttpServer(app, settings.http_host, settings.http_port)
         self._tasks: list[asyncio.Task[Any]] = []
+        self.supervisor = Supervisor(self.stop_event, on_restart=lambda name: self.metrics.task_restarts.labels(name).inc())
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -147,12 +152,13 @@ class Daemon:
         log.info("HTTP on http://%s:%d (/healthz, /readyz, /metrics)", self.settings.http_host, self.settings.http_port)
         await self.engine.start()
         await self.leases.adopt_all()
+        keep = self.supervisor.start
         self._tasks = [
-            asyncio.create_task(self.leases.run(self.stop_event, self._renewing), name="leases"),
-            asyncio.create_task(self._connect_nats(), name="nats"),
-            asyncio.create_task(self.ingest.run(self.stop_event), name="ingest"),
-            asyncio.create_task(self.publisher.run(self._publishing), name="outbox"),
-            asyncio.create_task(self._gauges(), name="gauges"),
+            keep("leases", lambda: self.leases.run(self.stop_event, self._renewing), until=self._renewing),
+            keep("nats", self._connect_nats),
+            keep("ingest", lambda: self.ingest.run(self.stop_event)),
+            keep("outbox", lambda: self.publisher.run(self._publishing), until=self._publishing),
+            keep("gauges", self._gauges),
         ]
         self.ready.set()
         log.info("escalator running (default ladder: %s)", self.settings.default_ladder or "none")
@@ -164,6 +170,8 @@ class Daemon:
             try:
                 nc = await bus.connect(
                     self.settings.nats_servers,
+                    trust=bus.Trust.of(self.settings),
+                    inbox_prefix=bus.DAEMON_INBOX,
                     error_cb=self._nats_error,
                     disconnected_cb=self._nats_disconnected,
                     reconnected_cb=self._nats_reconnected,
@@ -246,6 +254,7 @@ class Daemon:
             "replica": self.settings.replica,
             "leases_held": len(self.engine.owned),
             "channels": {name: type(ch).__name__ for name, ch in self.channels.items()},
+            "tasks": self.supervisor.report(),
         }
 
     async def _shutdown(self) -> None:

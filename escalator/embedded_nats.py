@@ -43,7 +43,7 @@ class EmbeddedNats:
     async def start(self, timeout: float = 10.0) -> None:
         if self.host not in ("127.0.0.1", "localhost", "::1"):
             raise EscalatorError(f"--embedded-nats only serves loopback addresses, not {self.host}")
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # incidents (callers' numbers) live here
         log_file = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
             [binary(), "-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir)],

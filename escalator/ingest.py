@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from nats.aio.msg import Msg
+from sqlalchemy import exc as sa_exc
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -26,6 +27,7 @@ from escalator.store.incidents import NewIncident, Rejected
 log = logging.getLogger("escalator.ingest")
 
 DURABLE = "escalator"
+POISON_AFTER = 5  # a message failing the same way this many times in a row is rejected, not retried forever
 
 
 class EngineLike(Protocol):
@@ -79,6 +81,7 @@ class Ingest:
         self._tasks: set[asyncio.Task[float | None]] = set()
         self._room = asyncio.Event()
         self.consuming = asyncio.Event()  # set once the durable consumer is being fetched from
+        self._failures: dict[str, tuple[str, int]] = {}  # stream sequence → (how it failed, times in a row)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then finish what was fetched; rides out NATS outages.
@@ -88,9 +91,12 @@ class Ingest:
             await self._consume(stop)
             if self._tasks:
                 await asyncio.wait(set(self._tasks))
-        finally:
+        except asyncio.CancelledError:
             for task in self._tasks:
                 task.cancel()
+            raise
+        # Any other failure ends only the fetching loop: the daemon's supervisor starts it again,
+        # and the messages already handed on finish meanwhile.
 
     async def _consume(self, stop: asyncio.Event) -> None:
         psub = None
@@ -141,6 +147,9 @@ class Ingest:
                 key = parsed.id
             except messages.BadMessage as bad:
                 parsed, key = bad, bad.incident_id or f"#bad{_stream_seq(msg)}"
+            except Exception as exc:  # parse is total; this is the belt to its braces
+                parsed = messages.BadMessage(f"message could not be parsed ({type(exc).__name__})")
+                key = f"#bad{_stream_seq(msg)}"
             groups[key].append((msg, parsed))
         for key, items in groups.items():
             task = asyncio.get_running_loop().create_task(self._group(items, self._tails.get(key)))
@@ -194,13 +203,38 @@ class Ingest:
                 await msg.term()
                 return
             await msg.ack()
-        except Exception:
-            delivered = msg.metadata.num_delivered if msg.metadata else 1
+        except Exception as exc:
+            delivered = _delivered(msg)
+            if self._poisoned(msg, exc):
+                reason = f"could not be processed after {POISON_AFTER} attempts: {_describe(exc)}"
+                log.error("rejecting %s for %s: %s", msg.subject, getattr(parsed, "id", None), reason)
+                try:
+                    await self.engine.reject(reason, getattr(parsed, "id", None), msg_id)
+                    await msg.term()
+                    return None
+                except Exception:
+                    log.exception("could not reject a failing message; redelivering it")
             delay = min(2 ** min(delivered, 6) * 0.25, 15.0)
             log.exception("could not process %s (delivery %d); redelivering in %.1fs", msg.subject, delivered, delay)
             await _nak(msg, delay)
             return delay
+        self._failures.pop(_stream_seq(msg), None)
         return None
+
+    def _poisoned(self, msg: Msg, exc: Exception) -> bool:
+        """Has this message now failed the same way POISON_AFTER times in a row? A database that is
+        unreachable is not the message's fault: those failures are retried for as long as it takes."""
+        if _transient(exc):
+            return False
+        seq, signature = _stream_seq(msg), _describe(exc)
+        last, count = self._failures.pop(seq, (None, 0))
+        count = count + 1 if last == signature else 1
+        if count >= POISON_AFTER:
+            return True
+        self._failures[seq] = (signature, count)
+        while len(self._failures) > 10_000:  # bounded: the oldest entries go first
+            del self._failures[next(iter(self._failures))]
+        return False
 
 
 async def _nak(msg: Msg, delay: float) -> None:
@@ -217,6 +251,26 @@ async def _first(*events: asyncio.Event) -> None:
     finally:
         for w in waiters:
             w.cancel()
+
+
+def _delivered(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:
+        return 1
+
+
+def _describe(exc: BaseException) -> str:
+    """A failure in one line: its type and first words (no parameters: hide_parameters is on)."""
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _transient(exc: BaseException) -> bool:
+    """Failures of the surroundings, not of the message: the database or NATS unreachable, a timeout."""
+    if isinstance(exc, (TimeoutError, ConnectionError, sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
 def _stream_seq(msg: Msg) -> str:

@@ -23,6 +23,10 @@ from escalator.ladders import Contact, Ladder, format_loc, reference_problems, v
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_FILE_BYTES = 1024 * 1024
+MAX_DEPTH = 32  # mappings and lists nested in each other (a ladder file needs 5)
+MAX_VALUES = 100_000  # values in a file once its aliases are expanded
+_OPENS = {"BlockMappingStartToken", "BlockSequenceStartToken", "FlowMappingStartToken", "FlowSequenceStartToken"}
+_CLOSES = {"BlockEndToken", "FlowMappingEndToken", "FlowSequenceEndToken"}
 
 
 @dataclass(frozen=True)
@@ -112,17 +116,72 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]
     return unique, problems
 
 
+def _shape_problem(yaml: YAML, text: str, filename: str) -> Problem | None:
+    """Nesting deeper than MAX_DEPTH, found from the scanner's tokens (the scanner is iterative;
+    composing a deep document recurses once per level and would crash first)."""
+    depth = 0
+    for token in yaml.scan(text):
+        name = type(token).__name__
+        if name in _OPENS:
+            depth += 1
+            if depth > MAX_DEPTH:
+                return Problem(f"nested deeper than {MAX_DEPTH} levels", file=filename, line=token.start_mark.line + 1)
+        elif name in _CLOSES:
+            depth -= 1
+    return None
+
+
+def _expansion_problem(documents: list[Any], text: str, yaml: YAML, filename: str) -> Problem | None:
+    """YAML aliases share one value among many places: a few hundred bytes can stand for billions
+    of values once expanded (the "billion laughs"). Count the values as expanded, in time linear in
+    the distinct ones, and refuse past MAX_VALUES, or a value that contains itself."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    for document in documents:
+        stack: list[tuple[Any, bool]] = [(document, False)]
+        while stack:
+            value, done = stack.pop()
+            if not isinstance(value, (Mapping, list)):
+                continue
+            key = id(value)
+            children = list(value.keys()) + list(value.values()) if isinstance(value, Mapping) else list(value)
+            if done:
+                on_path.discard(key)
+                sizes[key] = 1 + sum(sizes.get(id(c), 1) for c in children)
+                if sizes[key] > MAX_VALUES:
+                    return Problem(f"YAML aliases expand to more than {MAX_VALUES} values", file=filename, line=_first_alias(yaml, text))
+                continue
+            if key in sizes:
+                continue
+            if key in on_path:
+                return Problem("a YAML alias refers to a value that contains it", file=filename, line=_first_alias(yaml, text))
+            on_path.add(key)
+            stack.append((value, True))
+            stack.extend((c, False) for c in children if isinstance(c, (Mapping, list)) and id(c) not in sizes)
+    return None
+
+
+def _first_alias(yaml: YAML, text: str) -> int | None:
+    return next((t.start_mark.line + 1 for t in yaml.scan(text) if type(t).__name__ == "AliasToken"), None)
+
+
 def parse_text(text: str, filename: str, into: Declarations) -> list[Problem]:
     """Parse one file's text into `into`; return its problems (nothing is added when there are any)."""
     yaml = YAML(typ="rt")
     try:
+        if (problem := _shape_problem(yaml, text, filename)) is not None:
+            return [problem]
         documents = list(yaml.load_all(text))
+        if (problem := _expansion_problem(documents, text, yaml, filename)) is not None:
+            return [problem]
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         reason = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         return [Problem(f"invalid YAML: {reason}", file=filename, line=mark.line + 1 if mark else None)]
     except YAMLError as exc:
         return [Problem(f"invalid YAML: {' '.join(str(exc).split())}", file=filename)]
+    except RecursionError:  # belt and braces: the depth check above should have caught it
+        return [Problem(f"nested deeper than {MAX_DEPTH} levels", file=filename)]
 
     problems: list[Problem] = []
     found = Declarations()

@@ -7,7 +7,9 @@ publisher added a field. Everything else that is wrong is refused with a reason 
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -19,6 +21,8 @@ from escalator.ladders import E164_RE, format_loc, validation_errors
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_DETAILS_BYTES = 16 * 1024
+MAX_DEPTH = 32  # objects and arrays nested in each other, the body itself counting as 1
+MAX_NUMBER_CHARS = 64  # a number's literal, sign and exponent included
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Newlines and tabs in a summary become spaces; other control characters are refused.
 _SPACES = re.compile(r"[ ]*[\t\n\r\v\f]+[ ]*")
@@ -63,7 +67,7 @@ def _details(value: Any) -> Any:
     if value is not None:
         if not isinstance(value, dict):
             raise PydanticCustomError("details", "must be a JSON object")
-        if len(json.dumps(value, ensure_ascii=False).encode()) > MAX_DETAILS_BYTES:
+        if len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode()) > MAX_DETAILS_BYTES:
             raise PydanticCustomError("details", "must be at most 16 KiB")
     return value
 
@@ -118,19 +122,71 @@ class BadMessage(Exception):
         return self.reason
 
 
+def _number(literal: str, convert: Callable[[str], Any]) -> Any:
+    # Before conversion: Python refuses (ValueError) integers over 4,300 digits, and a float
+    # literal like 1e999 becomes infinity.
+    if len(literal) > MAX_NUMBER_CHARS:
+        raise BadMessage(f"a number is {len(literal)} characters long; the limit is {MAX_NUMBER_CHARS}")
+    value = convert(literal)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadMessage(f"number {literal} is out of range")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise BadMessage(f"{name} is not a JSON number")
+
+
+def _depth(body: Any) -> int:
+    """How deeply objects and arrays nest (iterative: a deep body cannot exhaust the stack here)."""
+    deepest, stack = 0, [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def parse(subject: str, data: bytes) -> Urgent | Ack | PassOn | Resolve:
-    """A message body → its validated value, or BadMessage with the reason (and the id if it was valid)."""
+    """A message body → its validated value, or BadMessage with the reason (and the id if it was valid).
+
+    Total: whatever the bytes are, the result is a value or BadMessage, never another exception
+    (SPEC §3: no message, however built, may stop ingest)."""
+    try:
+        return _parse(subject, data)
+    except BadMessage:
+        raise
+    except RecursionError:  # the C decoder recurses per level and gives up near 1,000
+        raise BadMessage(f"JSON is nested deeper than {MAX_DEPTH} levels") from None
+    except Exception as exc:  # a parser choked in a way nobody foresaw: refuse the message, keep going
+        raise BadMessage(f"message could not be parsed ({type(exc).__name__})") from None
+
+
+def _parse(subject: str, data: bytes) -> Urgent | Ack | PassOn | Resolve:
     kind = KINDS.get(subject)
     if kind is None:
-        raise BadMessage(f"unknown subject {subject!r} (expected one of {', '.join(KINDS)})")
+        raise BadMessage(f"unknown subject {subject[:200]!r} (expected one of {', '.join(KINDS)})")
     if len(data) > MAX_MESSAGE_BYTES:
         raise BadMessage(f"message is {len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}")
     try:
-        body = json.loads(data.decode("utf-8"))
+        body = json.loads(
+            data.decode("utf-8"),
+            parse_int=lambda s: _number(s, int), parse_float=lambda s: _number(s, float), parse_constant=_constant,
+        )
     except UnicodeDecodeError:
         raise BadMessage("body is not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise BadMessage(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if _depth(body) > MAX_DEPTH:
+        raise BadMessage(f"JSON is nested deeper than {MAX_DEPTH} levels")
     if not isinstance(body, dict):
         raise BadMessage("body must be a JSON object")
     raw_id = body.get("id")

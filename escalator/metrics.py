@@ -36,3 +36,9 @@ class Metrics:
         )
         self.leases_held = Gauge("escalator_leases_held", "Open incidents this replica drives (holds the lease of)", registry=r)
         self.outbox_backlog = Gauge("escalator_outbox_backlog", "Events committed but not yet published", registry=r)
+        self.task_restarts = Counter(
+            "escalator_task_restarts", "Long-running tasks (ingest, outbox, leases…) restarted after a failure", ["task"], registry=r
+        )
+        self.http_refused = Counter(
+            "escalator_http_refused", "HTTP requests refused before any parsing, by reason", ["reason"], registry=r
+        )

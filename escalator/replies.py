@@ -2,18 +2,21 @@
 
 Accepted, in any case and with any spacing or surrounding punctuation: `ACK 4821`, `4821`,
 `PASS 4821`, and a bare `ACK`, `1` or `PASS`, which only count when the number has exactly one open
-page. Anything else gets a short help reply. Pure: the caller decides what a code means.
+page. Digits of other scripts count as their 0-9 equivalents. Anything else gets a short help
+reply. Pure: the caller decides what a code means.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 ACK, PASS = "ack", "pass"
 CODE_DIGITS = 4
 
-_WITH_CODE = re.compile(r"(ACK|PASS|OK)?\s*(\d{3,8})")
+MAX_REPLY_CHARS = 200  # a reply is a few words; anything longer is not one (and is not scanned further)
+_WITH_CODE = re.compile(r"(ACK|PASS|OK)?\s*([0-9]{3,8})", re.ASCII)
 _BARE = {"ACK": ACK, "1": ACK, "OK": ACK, "PASS": PASS, "2": PASS}
 
 
@@ -23,8 +26,14 @@ class Reply:
     code: str | None = None  # None: a bare ACK / 1 / PASS
 
 
+def _ascii_digits(text: str) -> str:
+    """Digits of any script as 0-9: a phone set to Arabic-Indic (٤٨٢١) or full-width (４８２１)
+    digits sends the same code the page carried."""
+    return "".join(str(d) if (d := unicodedata.decimal(c, None)) is not None else c for c in text)
+
+
 def parse(body: str) -> Reply:
-    text = " ".join(body.upper().split()).strip(" .!?,;:'\"")
+    text = " ".join(_ascii_digits(body[:MAX_REPLY_CHARS]).upper().split()).strip(" .!?,;:'\"")
     if text in _BARE:
         return Reply(_BARE[text])
     match = _WITH_CODE.fullmatch(text)

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import os
 import socket
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from escalator.ack_tokens import MIN_KEY_BYTES
 from escalator.errors import InvalidInput, Problem
 from escalator.ladders import E164_RE, ID_RE
 
 ENV_PREFIX = "ESCALATOR_"
+
+
+def _loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _http_url(value: str) -> str:
@@ -30,6 +43,16 @@ class Settings(BaseSettings):
     )
 
     nats_url: str = "nats://127.0.0.1:4222"
+    # NATS is locked (SPEC §6 "Trust"): a credentials file (JWT + seed), or a user and password,
+    # or a token, from a Secret; TLS with this CA bundle, and a client certificate if the server
+    # asks for one.
+    nats_creds: Path | None = None
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_token: SecretStr | None = None
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
     database_url: str | None = None
     data_dir: Path = Path(".escalator")
     http_host: str = "127.0.0.1"
@@ -45,7 +68,10 @@ class Settings(BaseSettings):
     dry_run: bool | None = None
     actor: str | None = None
     # Signs the acknowledgement tokens in push messages; generated into the data dir when unset.
+    # At least 32 bytes; set but empty is an error, not "unset".
     push_signing_key: SecretStr | None = None
+    # Keys of before a rotation, comma-separated: tokens they signed are still accepted.
+    push_previous_keys: SecretStr | None = None
     # Ask iOS for a critical alert (needs Apple's entitlement); otherwise time-sensitive.
     push_critical: bool = False
     # Log lines: "text" for people, "json" for log pipelines (one object per line, with incident_id).
@@ -108,11 +134,31 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an E.164 phone number like +14155550100")
         return value or None
 
-    @field_validator("fcm_credentials")
+    @field_validator("fcm_credentials", "nats_creds", "nats_tls_ca", "nats_tls_cert", "nats_tls_key")
     @classmethod
     def _credentials_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("push_signing_key")
+    @classmethod
+    def _push_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_KEY_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_KEY_BYTES} bytes (it is {len(value.get_secret_value().encode())}); "
+                "e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        return value
+
+    @field_validator("push_previous_keys")
+    @classmethod
+    def _previous_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        for i, key in enumerate(value.get_secret_value().split(",")):
+            if len(key.strip().encode()) < MIN_KEY_BYTES:
+                raise ValueError(f"key {i + 1} is shorter than {MIN_KEY_BYTES} bytes")
         return value
 
     @model_validator(mode="after")
@@ -120,7 +166,35 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.expanduser().resolve()
         return self
 
+    @model_validator(mode="after")
+    def _nats_trust(self) -> Settings:
+        if (self.nats_tls_cert is None) != (self.nats_tls_key is None):
+            raise ValueError("ESCALATOR_NATS_TLS_CERT and ESCALATOR_NATS_TLS_KEY go together: set both or neither")
+        ways = [name for name, value in (("ESCALATOR_NATS_CREDS", self.nats_creds), ("ESCALATOR_NATS_USER", self.nats_user),
+                                         ("ESCALATOR_NATS_TOKEN", self.nats_token)) if value]
+        if len(ways) > 1:
+            raise ValueError(f"set one way to log in to NATS, not {' and '.join(ways)}")
+        if (self.nats_user is None) != (self.nats_password is None):
+            raise ValueError("ESCALATOR_NATS_USER and ESCALATOR_NATS_PASSWORD go together")
+        return self
+
+    @model_validator(mode="after")
+    def _provider_urls(self) -> Settings:
+        """A provider URL other than the real one receives the account's credentials (Twilio's
+        auth token, Google's access tokens): anything but https to a non-loopback host is refused,
+        so a stray .env cannot send them in clear text across a network."""
+        for name, value, default in (("ESCALATOR_TWILIO_API_URL", self.twilio_api_url, "https://api.twilio.com"),
+                                     ("ESCALATOR_FCM_API_URL", self.fcm_api_url, "https://fcm.googleapis.com")):
+            if value != default and not value.startswith("https://") and not _loopback(value):
+                raise ValueError(f"{name} must be https:// unless it points at this machine (loopback); got {value}")
+        return self
+
     # -- derived values -------------------------------------------------------------------------
+
+    @property
+    def previous_push_keys(self) -> tuple[str, ...]:
+        raw = self.push_previous_keys.get_secret_value() if self.push_previous_keys else ""
+        return tuple(k.strip() for k in raw.split(",") if k.strip())
 
     @property
     def nats_servers(self) -> list[str]:

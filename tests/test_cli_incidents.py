@@ -95,3 +95,31 @@ def test_unreachable_nats_is_a_one_line_failure(cli: Cli) -> None:
     result = cli("publish", "--ladder", "slow", "--summary", "x")
     assert result.exit_code == 1 and result.stderr.startswith("escalator: cannot reach NATS")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_password_in_the_nats_url_is_never_printed(cli: Cli) -> None:
+    cli.env["ESCALATOR_NATS_URL"] = "nats://ops:s3cret-pass@127.0.0.1:1"
+    for args in (["publish", "--ladder", "slow", "--summary", "x"], ["incident", "ack", "inc-1", "--by", "ops"]):
+        result = cli(*args)
+        assert result.exit_code == 1 and result.stderr.startswith("escalator: cannot reach NATS")
+        assert "s3cret-pass" not in result.output + result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_incident_text_is_shown_as_it_is_never_as_markup(cli: Cli, db_url, tmp_path) -> None:
+    from escalator import clock
+    from escalator.store.db import make_engine
+    from escalator.store.incidents import IncidentStore, NewIncident
+
+    assert cli("apply", write(tmp_path / "people.yaml", PEOPLE)).exit_code == 0
+    summary = "Leak [/] in [red]B-wing[/red] [link=https://evil.example]click[/link] [bold"
+    engine = make_engine(db_url)
+    try:
+        IncidentStore(engine).open(NewIncident("mk-1", "slow", summary), None, clock.now())
+    finally:
+        engine.dispose()
+    shown, listed = cli("incident", "show", "mk-1"), cli("incident", "list")
+    assert shown.exit_code == 0 and listed.exit_code == 0, shown.output + listed.output
+    assert "[/] in [red]B-wing[/red]" in shown.stdout and "\x1b[" not in shown.stdout
+    assert "[link=https://evil.example]" in shown.stdout
+    assert "mk-1" in listed.stdout and "[/]" in listed.stdout

@@ -188,7 +188,7 @@ def test_repeated_form_parameters_are_signed_with_all_their_values() -> None:
     from twilio.request_validator import RequestValidator
 
     class Hooks:
-        async def sms(self, phone, body):
+        async def sms(self, phone, body, sid):
             return f"got {body}"
 
     async def scenario():
@@ -197,7 +197,7 @@ def test_repeated_form_parameters_are_signed_with_all_their_values() -> None:
         server = HttpServer(create_app(_never_ready, Metrics().registry, Hooks(), "token", public), "127.0.0.1", port)
         await server.start()
         try:
-            form = MultiDict([("From", "+14155550101"), ("Body", "first"), ("Body", "ACK 1234")])
+            form = MultiDict([("MessageSid", "SM1"), ("From", "+14155550101"), ("Body", "first"), ("Body", "ACK 1234")])
             signature = RequestValidator("token").compute_signature(public + "/twilio/sms", form)
             async with aiohttp.ClientSession() as session:
                 async with session.post(public + "/twilio/sms", data=list(form.items()), headers={"X-Twilio-Signature": signature}) as r:

@@ -66,8 +66,20 @@ def test_production_deployment_is_locked_down() -> None:
     replica_id = next(e for e in container["env"] if e["name"] == "ESCALATOR_REPLICA_ID")
     assert replica_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     secrets = {e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
-    assert {"database-url", "twilio-auth-token", "push-signing-key"} <= secrets
+    assert {"database-url", "twilio-auth-token", "push-signing-key", "nats-password"} <= secrets
     assert not any(e.get("value") for e in container["env"])  # no secret inline
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("escalator-config"))
+    assert all(url.startswith("tls://") and "@" not in url for url in config["data"]["ESCALATOR_NATS_URL"].split(","))
+    assert config["data"]["ESCALATOR_NATS_USER"] == "escalator" and "PASSWORD" not in " ".join(config["data"])
+    ca_mount = next(m for m in container["volumeMounts"] if m["name"] == "nats-ca")
+    assert config["data"]["ESCALATOR_NATS_TLS_CA"].startswith(ca_mount["mountPath"] + "/")
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")["spec"]
+    for source in policy["ingress"][0]["from"]:  # specific pods, never whole namespaces
+        assert source["podSelector"]["matchLabels"] and source["namespaceSelector"]["matchLabels"]
+    for rule in policy["egress"]:  # every way out names where it goes
+        assert rule["to"], rule
+    https = next(r for r in policy["egress"] if r["ports"] == [{"port": 443, "protocol": "TCP"}])
+    assert {"10.0.0.0/8", "169.254.0.0/16", "192.168.0.0/16", "172.16.0.0/12"} <= set(https["to"][0]["ipBlock"]["except"])
     ingress = next(d for d in docs if d["kind"] == "Ingress")
     paths = {p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
     assert paths == {"/twilio", "/api/v1"}  # /metrics and /readyz stay inside the cluster
@@ -93,3 +105,32 @@ def test_dockerfile_lints_clean_and_runs_as_non_root() -> None:
     assert "USER 10001" in text and 'ENTRYPOINT ["escalator"]' in text and text.count("FROM ") == 2
     bad = subprocess.run([str(BIN / "hadolint"), "-"], input="FROM python\nRUN apt-get install curl\n", capture_output=True, text=True)
     assert bad.returncode != 0  # the linter does refuse a bad Dockerfile
+
+
+def test_the_lock_files_pin_every_dependency_within_pyproject(tmp_path: Path) -> None:
+    """requirements.lock (the image) and requirements-dev.lock (make test) pin each dependency that
+    pyproject.toml names, at a version its range admits, with hashes."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def pins(name: str) -> dict[str, str]:
+        text = (REPO / name).read_text()
+        assert "--hash=sha256:" in text
+        out = {}
+        for line in text.splitlines():
+            if "==" in line and not line.startswith((" ", "#")):
+                package, version = line.split(" ")[0].split("==")
+                out[package.lower().replace("_", "-").replace(".", "-")] = version
+        return out
+
+    for lock, requirements in (("requirements.lock", project["dependencies"]),
+                               ("requirements-dev.lock", project["dependencies"] + project["optional-dependencies"]["dev"])):
+        pinned = pins(lock)
+        for raw in requirements:
+            requirement = Requirement(raw)
+            name = requirement.name.lower().replace("_", "-").replace(".", "-")
+            assert name in pinned, f"{lock} does not pin {name}"
+            assert requirement.specifier.contains(pinned[name], prereleases=True), (lock, raw, pinned[name])

@@ -40,34 +40,78 @@ class FlakyEngine:
         self.calls.append(("rejected", incident_id or "?"))
 
 
+async def consume(server: NatsServer, engine: Any, messages: list[tuple[str, dict]], until: Any, timeout: float) -> Any:
+    """Publish `messages`, run ingest with `engine` until `until()` holds; returns the consumer's info."""
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    await bus.ensure_streams(js)
+    for subject, body in messages:
+        await publish(server.url, subject, body)
+    ingest = Ingest(engine)
+    ingest.js = js
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingest.run(stop))
+    try:
+        await eventually(until, timeout=timeout, interval=0.1)
+        await asyncio.sleep(1)  # a message redelivered or rejected twice would show now
+        return await js.consumer_info("INCIDENTS", "escalator")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await nc.close()
+
+
 def test_a_failed_message_holds_back_the_later_ones_of_its_incident(tmp_path: Path) -> None:
     server = NatsServer(tmp_path / "nats")
     server.start()
-
-    async def scenario() -> list[tuple[str, str]]:
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        await bus.ensure_streams(js)
-        for body, subject in ((urgent("o-1"), "incidents.urgent"), ({"id": "o-1", "by": "ops"}, "incidents.resolve"),
-                              (urgent("o-2"), "incidents.urgent")):
-            await publish(server.url, subject, body)
-        engine = FlakyEngine()
-        ingest = Ingest(engine)
-        ingest.js = js
-        stop = asyncio.Event()
-        task = asyncio.create_task(ingest.run(stop))
-        try:
-            await eventually(lambda: ("Resolve", "o-1") in engine.calls and ("open", "o-2") in engine.calls, timeout=20)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 10)
-            await nc.close()
-        return engine.calls
-
+    engine = FlakyEngine()
+    messages = [("incidents.urgent", urgent("o-1")), ("incidents.resolve", {"id": "o-1", "by": "ops"}), ("incidents.urgent", urgent("o-2"))]
     try:
-        calls = asyncio.run(scenario())
+        asyncio.run(consume(server, engine, messages, lambda: ("Resolve", "o-1") in engine.calls and ("open", "o-2") in engine.calls, 20))
     finally:
         server.stop()
-    mine = [c for c in calls if c[1] == "o-1"]
+    mine = [c for c in engine.calls if c[1] == "o-1"]
     assert mine == [("open failed", "o-1"), ("open", "o-1"), ("Resolve", "o-1")]  # never resolve-before-open
-    assert ("rejected", "o-1") not in calls
+    assert ("rejected", "o-1") not in engine.calls
+
+
+class StubbornEngine:
+    """Opening `poison` always fails the same way (a step that can never succeed); opening `outage`
+    fails as an unreachable database does, five times (as many as rejects a poison), then works."""
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, int] = {}
+        self.rejected: list[tuple[str, str | None]] = []
+        self.opened: list[str] = []
+
+    async def open(self, new: Any) -> StepResult:
+        import sqlalchemy.exc
+
+        self.attempts[new.id] = self.attempts.get(new.id, 0) + 1
+        if new.id == "poison":
+            raise ValueError("cannot store this")
+        if new.id == "outage" and self.attempts[new.id] <= 5:
+            raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+        self.opened.append(new.id)
+        return StepResult("opened")
+
+    async def handle(self, incident_id: str, event: walk.Event, note_if_ignored: str | None = None) -> StepResult:
+        return StepResult("unknown")
+
+    async def reject(self, reason: str, incident_id: str | None, msg_id: str) -> None:
+        self.rejected.append((reason, incident_id))
+
+
+def test_a_message_failing_the_same_way_five_times_is_rejected_but_an_outage_is_waited_out(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    engine = StubbornEngine()
+    try:
+        info = asyncio.run(consume(server, engine, [("incidents.urgent", urgent("poison")), ("incidents.urgent", urgent("outage"))],
+                                   lambda: engine.rejected and "outage" in engine.opened, 40))
+    finally:
+        server.stop()
+    assert engine.attempts["poison"] == 5
+    assert engine.rejected == [("could not be processed after 5 attempts: ValueError: cannot store this", "poison")]
+    assert engine.attempts["outage"] == 6 and engine.opened == ["outage"]  # never rejected for the database's sake
+    assert info.num_ack_pending == 0 and info.num_pending == 0

@@ -216,3 +216,30 @@ def test_reference_ladder_is_the_brief(tmp_path: Path) -> None:
     assert [leg.name for leg in ladder.legs][:2] == ["primary", "secondary"]
     assert all(ladder.window(i) == 120 and leg.channels == ("voice", "sms", "push") for i, leg in enumerate(ladder.legs))
     assert all(isinstance(c, Contact) and c.phone and c.phone.startswith("+1415555") for c, _ in declared.contacts)
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly_with_its_line(tmp_path: Path) -> None:
+    import time
+
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    text = "\n".join(lines) + "\nladder: x\nlegs:\n" + GOOD_LEG  # 9^9 = 387 million values once expanded
+    started = time.monotonic()
+    [problem] = refusals(tmp_path, text)
+    assert time.monotonic() - started < 5
+    assert (problem.line, "YAML aliases expand to more than 100000 values") == (2, problem.message)
+
+
+def test_nesting_deeper_than_32_is_refused_with_its_line(tmp_path: Path) -> None:
+    [problem] = refusals(tmp_path, "ladder: x\nlegs:\n" + GOOD_LEG + "description: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert problem.line == 5 and "nested deeper than 32 levels" in problem.message
+    block = "ladder: x\nlegs:\n" + GOOD_LEG + "d:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 40)) + "  " * 40 + "v: 1\n"
+    [problem] = refusals(tmp_path, block, "block.yaml")
+    assert "nested deeper than 32 levels" in problem.message and problem.line is not None
+
+
+def test_shared_aliases_within_the_bound_still_load(tmp_path: Path) -> None:
+    text = CONTACTS_YAML + "---\nladder: shared\nlegs:\n  - name: a\n    contacts: &who [alice]\n  - name: b\n    contacts: *who\n"
+    declared = ladder_files.load([write(tmp_path / "ok.yaml", text)])
+    assert [leg.contacts for leg in declared.ladders[0][0].legs] == [("alice",), ("alice",)]

@@ -68,3 +68,55 @@ def test_resolve_by_is_optional_and_encode_round_trips() -> None:
     assert parse("incidents.resolve", body(id="a")).by is None
     urgent = messages.Urgent(id="a", ladder="night", summary="hello", occurred_at=datetime(2026, 1, 1, tzinfo=UTC))
     assert parse("incidents.urgent", messages.encode(urgent)) == urgent
+
+
+def nested(depth: int) -> bytes:
+    """An urgent message whose body nests `depth` levels in all (the body itself is level 1)."""
+    inner = "1"
+    for _ in range(depth - 1):
+        inner = '{"a": ' + inner + "}"
+    return ('{"id": "deep", "ladder": "x", "summary": "s", "details": ' + inner + "}").encode()
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (nested(33), "nested deeper than 32 levels"),
+        (nested(990), "nested deeper than 32 levels"),  # 2 KB: the C decoder's RecursionError
+        (b'{"id": "n", "ladder": "x", "summary": "s", "details": {"v": ' + b"9" * 4400 + b"}}", "characters long; the limit is 64"),
+        (b'{"id": "n", "ladder": "x", "summary": "s", "details": {"v": ' + b"1" * 65 + b"}}", "characters long; the limit is 64"),
+        (b'{"id": "n", "ladder": "x", "summary": "s", "details": {"v": 0.' + b"1" * 63 + b"}}", "characters long; the limit is 64"),
+        (b'{"id": "n", "ladder": "x", "summary": "s", "details": {"v": NaN}}', "NaN is not a JSON number"),
+        (b'{"id": "n", "ladder": "x", "summary": "s", "details": {"v": Infinity}}', "Infinity is not a JSON number"),
+        (b'{"id": "n", "ladder": "x", "summary": "s", "details": {"v": -Infinity}}', "-Infinity is not a JSON number"),
+        (b'{"id": "n", "ladder": "x", "summary": "s", "details": {"v": 1e999}}', "out of range"),
+        (b"[" * 30000 + b"]" * 30000, "nested deeper than 32 levels"),
+    ],
+)
+def test_bodies_a_parser_chokes_on_are_refused_with_a_reason(data: bytes, words: str) -> None:
+    with pytest.raises(BadMessage) as info:
+        parse("incidents.urgent", data)
+    assert words in info.value.reason
+
+
+def test_the_limits_themselves_are_accepted() -> None:
+    ok = parse("incidents.urgent", nested(32))
+    assert ok.id == "deep"
+    number = parse("incidents.urgent", b'{"id": "n", "ladder": "x", "summary": "s", "details": {"v": ' + b"7" * 64 + b', "f": -1.5e3}}')
+    assert number.details == {"v": int("7" * 64), "f": -1500.0}
+
+
+def test_parse_never_raises_anything_but_bad_message() -> None:
+    """Total over arbitrary bytes: whatever arrives on the subject becomes a value or a reason."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+    def check(data: bytes) -> None:
+        try:
+            parse("incidents.urgent", data)
+        except BadMessage:
+            pass
+
+    check()

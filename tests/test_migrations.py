@@ -65,3 +65,22 @@ def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path) -> None:
         writer.close()
     finally:
         engine.dispose()
+
+
+def test_the_sqlite_database_and_its_files_are_private(tmp_path) -> None:
+    """Phone numbers, open reply codes and push tokens: 0600 files in a 0700 folder."""
+    path = tmp_path / "data" / "escalator.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        migrate.upgrade(engine)
+        with engine.connect() as c:
+            c.exec_driver_sql("SELECT count(*) FROM contacts").scalar()
+            files = {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()}
+    finally:
+        engine.dispose()
+    assert files["escalator.db"] == 0o600 and files.get("escalator.db-wal", 0o600) == 0o600
+    assert files.get("escalator.db-shm", 0o600) == 0o600 and "escalator.db-wal" in files
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    path.chmod(0o644)  # made by an older version: tightened on the next start
+    make_engine(f"sqlite:///{path}").dispose()
+    assert path.stat().st_mode & 0o777 == 0o600

@@ -137,3 +137,38 @@ def test_signing_key_is_generated_once_with_tight_permissions(tmp_path) -> None:
     key = load_or_create_key(tmp_path / "data")
     assert load_or_create_key(tmp_path / "data") == key and len(key) >= 40
     assert oct((tmp_path / "data" / "push-signing.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_tokens_with_odd_fields_are_invalid_not_a_crash() -> None:
+    from itsdangerous import URLSafeTimedSerializer
+
+    key = "k" * 40
+    forge = URLSafeTimedSerializer(key, salt="escalator-push-ack")  # as if the key had leaked
+    for fields in ({"i": "inc-1", "c": "alice", "y": "one", "l": 0}, {"i": "inc-1", "c": "alice", "y": 1, "l": 1.5},
+                   {"i": "inc-1", "c": "alice", "y": 10**30, "l": 0}, {"i": "inc-1", "c": "alice", "y": True, "l": 0}):
+        with pytest.raises(InvalidToken, match="not valid"):
+            AckTokens(key).verify(forge.dumps(fields), "inc-1")
+
+
+def test_rotated_keys_still_verify_older_tokens_and_sign_with_the_new_one() -> None:
+    old, new = "o" * 40, "n" * 40
+    before = AckTokens(old).issue("inc-1", "alice", 1, 0)
+    rotated = AckTokens(new, previous=(old,))
+    assert rotated.verify(before, "inc-1").contact == "alice"
+    after = rotated.issue("inc-1", "bob", 1, 0)
+    assert AckTokens(new).verify(after, "inc-1").contact == "bob"  # signed with the new key
+    with pytest.raises(InvalidToken):
+        AckTokens(new).verify(before, "inc-1")  # once the old key is dropped, its tokens stop working
+
+
+@pytest.mark.parametrize("content, mode, words", [("k" * 64, 0o644, "may be read by others"), ("", 0o600, "holds 0 bytes"),
+                                                   ("x", 0o600, "holds 1 bytes")])
+def test_a_weak_or_exposed_key_file_stops_start_up(tmp_path, content, mode, words) -> None:
+    from escalator.ack_tokens import load_or_create_key
+    from escalator.errors import EscalatorError
+
+    path = tmp_path / "push-signing.key"
+    path.write_text(content)
+    path.chmod(mode)
+    with pytest.raises(EscalatorError, match=words):
+        load_or_create_key(tmp_path)

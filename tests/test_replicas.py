@@ -102,7 +102,7 @@ async def cluster(pg_url: str, nats_url: str, tmp_path: Path, size: int) -> Asyn
             env = {
                 "ESCALATOR_DATABASE_URL": pg_url, "ESCALATOR_NATS_URL": nats_url, "ESCALATOR_HTTP_PORT": str(port),
                 "ESCALATOR_PUBLIC_URL": f"http://127.0.0.1:{port}", "ESCALATOR_DATA_DIR": str(tmp_path / f"r{i}"),
-                "ESCALATOR_REPLICA_ID": f"r{i}", "ESCALATOR_DRY_RUN": "false", "ESCALATOR_PUSH_SIGNING_KEY": "shared-test-key",
+                "ESCALATOR_REPLICA_ID": f"r{i}", "ESCALATOR_DRY_RUN": "false", "ESCALATOR_PUSH_SIGNING_KEY": "shared-test-key-" + "s" * 32,
                 "ESCALATOR_TWILIO_ACCOUNT_SID": double.account_sid, "ESCALATOR_TWILIO_AUTH_TOKEN": double.auth_token,
                 "ESCALATOR_TWILIO_FROM": "+14155550100", "ESCALATOR_TWILIO_API_URL": double.url,
             }

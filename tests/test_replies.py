@@ -30,6 +30,11 @@ from escalator.replies import ACK, PASS, Reply, page_text, parse
         ("ACK 4821 4822", Reply(None)),
         ("STOP", Reply(None)),
         ("ACK -4821", Reply(None)),
+        ("ACK ٤٨٢١", Reply(ACK, "4821")),  # Arabic-Indic digits
+        ("４８２１", Reply(ACK, "4821")),  # full-width digits
+        ("pass ४८२१", Reply(PASS, "4821")),  # Devanagari digits
+        ("ACK 4821 " + "x" * 300, Reply(None)),  # longer than any reply: not scanned
+        ("ACK ²³⁴⁵", Reply(None)),  # superscripts are not decimal digits
     ],
 )
 def test_parse(body: str, expected: Reply) -> None:

@@ -107,3 +107,67 @@ def test_sql_errors_do_not_carry_parameters(tmp_path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path}/x.db")
     assert engine.hide_parameters
     engine.dispose()
+
+
+@pytest.mark.parametrize("key", ["", "x", "k" * 31])
+def test_a_short_or_empty_push_signing_key_stops_start_up(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    monkeypatch.setenv("ESCALATOR_PUSH_SIGNING_KEY", key)
+    with pytest.raises(InvalidInput) as info:
+        load_settings()
+    problem = str(info.value.problems[0])
+    assert "ESCALATOR_PUSH_SIGNING_KEY" in problem and "at least 32 bytes" in problem and key not in problem.split(":")[-1].split()
+
+
+def test_previous_push_keys_are_checked_and_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESCALATOR_PUSH_SIGNING_KEY", "n" * 40)
+    monkeypatch.setenv("ESCALATOR_PUSH_PREVIOUS_KEYS", "a" * 32 + ", " + "b" * 33)
+    assert load_settings().previous_push_keys == ("a" * 32, "b" * 33)
+    monkeypatch.setenv("ESCALATOR_PUSH_PREVIOUS_KEYS", "a" * 32 + ",short")
+    with pytest.raises(InvalidInput, match="key 2 is shorter than 32 bytes"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    "variable, url, ok",
+    [
+        ("ESCALATOR_TWILIO_API_URL", "http://twilio.attacker.example", False),
+        ("ESCALATOR_TWILIO_API_URL", "http://10.0.0.5:8080", False),
+        ("ESCALATOR_FCM_API_URL", "http://fcm.example.com", False),
+        ("ESCALATOR_TWILIO_API_URL", "https://sandbox.example.com", True),
+        ("ESCALATOR_TWILIO_API_URL", "http://127.0.0.1:9999", True),
+        ("ESCALATOR_TWILIO_API_URL", "http://localhost:9999", True),
+        ("ESCALATOR_FCM_API_URL", "http://[::1]:9999", True),
+    ],
+)
+def test_provider_urls_must_be_https_unless_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable, url, ok) -> None:
+    (tmp_path / ".env").write_text(f"{variable}={url}\n")  # the stray .env of the finding
+    if ok:
+        load_settings()
+        return
+    with pytest.raises(InvalidInput) as info:
+        load_settings()
+    assert f"{variable} must be https://" in str(info.value.problems[0])
+
+
+def test_nats_trust_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from escalator.bus import Trust
+
+    creds = tmp_path / "escalator.creds"
+    creds.write_text("-----BEGIN NATS USER JWT-----\n")
+    monkeypatch.setenv("ESCALATOR_NATS_USER", "escalator")
+    monkeypatch.setenv("ESCALATOR_NATS_PASSWORD", "nats-secret-password")
+    s = load_settings()
+    assert Trust.of(s).options() == {"user": "escalator", "password": "nats-secret-password"}
+    assert "nats-secret-password" not in repr(s)
+    monkeypatch.setenv("ESCALATOR_NATS_CREDS", str(creds))
+    with pytest.raises(InvalidInput, match="one way to log in to NATS"):
+        load_settings()
+    monkeypatch.delenv("ESCALATOR_NATS_USER")
+    monkeypatch.delenv("ESCALATOR_NATS_PASSWORD")
+    assert Trust.of(load_settings()).options() == {"user_credentials": str(creds)}
+    monkeypatch.setenv("ESCALATOR_NATS_TLS_CERT", str(creds))
+    with pytest.raises(InvalidInput, match="ESCALATOR_NATS_TLS_CERT and ESCALATOR_NATS_TLS_KEY go together"):
+        load_settings()
+    monkeypatch.setenv("ESCALATOR_NATS_TLS_CA", str(tmp_path / "missing-ca.pem"))
+    with pytest.raises(InvalidInput, match="ESCALATOR_NATS_TLS_CA: no such file"):
+        load_settings()

@@ -1,4 +1,4 @@
-"""SMS codes: unique among a number's open pages, never reused within 72 hours; wrong codes limited."""
+"""SMS codes: unique among a number's open pages, never reused within 72 hours; wrong codes replace them."""
 
 from __future__ import annotations
 
@@ -91,21 +91,34 @@ def test_all_four_digit_codes_used_moves_to_five_digits(ladders) -> None:
     assert codes._pick(nearly) == "4821"
 
 
-def test_five_wrong_codes_in_ten_minutes_ignore_the_number_for_ten(ladders) -> None:
+def test_wrong_codes_are_counted_per_number_within_ten_minutes(ladders) -> None:
     codes = SmsCodes(ladders.engine)
     t = datetime(2026, 11, 22, 3, tzinfo=UTC)
-    for i in range(4):
-        codes.strike(PHONE, t + timedelta(minutes=2 * i))
-    assert not codes.ignored(PHONE, t + timedelta(minutes=7))
-    codes.strike(PHONE, t + timedelta(minutes=9))  # the fifth within 10 minutes
-    assert codes.ignored(PHONE, t + timedelta(minutes=9, seconds=1))
-    assert codes.ignored(PHONE, t + timedelta(minutes=18, seconds=59))
-    assert not codes.ignored(PHONE, t + timedelta(minutes=19, seconds=1))
-    assert not codes.ignored("+14155550199", t + timedelta(minutes=10))
-    slow = "+14155550177"  # five wrong codes spread over 20 minutes never trip it
+    counts = [codes.strike(PHONE, t + timedelta(minutes=2 * i)) for i in range(5)]
+    assert counts == [1, 2, 3, 4, 5]  # the fifth within 10 minutes
+    assert codes.strike("+14155550199", t + timedelta(minutes=9)) == 1  # another number counts alone
+    slow = "+14155550177"  # five wrong codes spread over 20 minutes never reach the limit
+    assert max(codes.strike(slow, t + timedelta(minutes=5 * i)) for i in range(5)) <= 3
+
+
+def test_replacing_codes_locks_the_old_ones_and_gives_longer_new_ones(ladders) -> None:
+    """Lock the code, not the number: after too many wrong codes every open page to the number
+    gets a new six-digit code, the old code finds nothing, and the strikes start over."""
+    store = IncidentStore(ladders.engine, codes=SmsCodes(ladders.engine))
+    codes = SmsCodes(ladders.engine)
+    open_incident(store, "r-1")
+    open_incident(store, "r-2")
+    before = {p.incident_id: p.code for p in codes.open_pages(PHONE)}
+    now = clock.now()
     for i in range(5):
-        codes.strike(slow, t + timedelta(minutes=5 * i))
-    assert not codes.ignored(slow, t + timedelta(minutes=20, seconds=30))
+        codes.strike(PHONE, now)
+    replaced = codes.replace_codes(PHONE, now)
+    after = {p.incident_id: p.code for p in codes.open_pages(PHONE)}
+    assert set(before) == set(after) == {"r-1", "r-2"} == {r.incident_id for r in replaced}
+    assert all(len(code) == 6 and code.isdigit() for code in after.values())
+    assert not set(before.values()) & set(after.values()) and len(set(after.values())) == 2
+    assert codes.find(PHONE, before["r-1"]) is None and codes.find(PHONE, after["r-1"]).incident_id == "r-1"
+    assert codes.strike(PHONE, now) == 1  # counting starts over
 
 
 def test_a_number_with_thousands_of_codes_still_gets_one_in_a_few_lookups(ladders) -> None:

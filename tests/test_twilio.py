@@ -182,7 +182,10 @@ def test_unsigned_or_missigned_callbacks_get_403_and_change_nothing(ladders, db_
     assert not [n for n in notes if "sms" in n.note and "ack" in n.note]
 
 
-def test_wrong_codes_are_rate_limited(ladders, db_url, nats_server, tmp_path) -> None:
+def test_wrong_codes_replace_the_numbers_codes_and_never_lock_out_the_person(ladders, db_url, nats_server, tmp_path) -> None:
+    """Lock the code, not the number: five wrong codes get the number's open pages new codes, sent
+    in the reply (which Twilio delivers to the number itself, whoever claimed to be it)."""
+
     async def scenario():
         async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
             await publish(nats_server.url, "incidents.urgent", urgent("r-1", "slow"))
@@ -190,13 +193,51 @@ def test_wrong_codes_are_rate_limited(ladders, db_url, nats_server, tmp_path) ->
             code = code_in(double.messages[0].body)
             wrong = f"{(int(code) + 1) % 10000:04d}"
             replies = [await double.post(sms_url(daemon), {"From": ALICE, "Body": f"ACK {wrong}"}) for _ in range(5)]
-            blocked = await double.post(sms_url(daemon), {"From": ALICE, "Body": f"ACK {code}"})
-            return replies, blocked, status(daemon, "r-1")
+            old = await double.post(sms_url(daemon), {"From": ALICE, "Body": f"ACK {code}"})
+            new_code = re.search(r"Reply ACK (\d{6}) for incident r-1", replies[-1][1]).group(1)
+            state_before = status(daemon, "r-1")
+            taken = await double.post(sms_url(daemon), {"From": ALICE, "Body": f"ACK {new_code}"})
+            return replies, old, taken, state_before, status(daemon, "r-1"), daemon.store.timeline("r-1")[1]
 
-    replies, blocked, state = asyncio.run(scenario())
-    assert all("No open page has code" in r[1] for r in replies)
-    assert blocked[0] == 200 and "<Message>" not in blocked[1]  # ignored: no answer, no acknowledgement
-    assert state == "open"
+    replies, old, taken, before, after, notes = asyncio.run(scenario())
+    assert all("No open page has code" in r[1] for r in replies[:4])
+    assert "Too many wrong codes from this number, so its codes were changed." in replies[4][1]
+    assert "No open page has code" in old[1] and before == "open"  # the old code is locked
+    assert "You have incident r-1" in taken[1] and after == "acknowledged"  # the person is not
+    assert any("replaced after 5 wrong codes" in n.note for n in notes)
+
+
+def test_a_replayed_text_or_key_press_changes_nothing(ladders, db_url, nats_server, tmp_path) -> None:
+    """A validly signed bare ACK replayed later (same MessageSid) must not take the incident open
+    then; a key 2 replayed (same call and prompt) must not pass a second leg."""
+
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path) as (double, daemon, push):
+            await publish(nats_server.url, "incidents.urgent", urgent("rp-1", "slow"))
+            await eventually(lambda: daemon.codes.open_pages(ALICE))
+            original = {"MessageSid": "SM" + "7" * 32, "From": ALICE, "Body": "ACK"}
+            first = await double.post(sms_url(daemon), original)
+            await eventually(lambda: status(daemon, "rp-1") == "acknowledged")
+            await publish(nats_server.url, "incidents.urgent", urgent("rp-2", "slow"))
+            await eventually(lambda: daemon.codes.open_pages(ALICE))
+            replayed = await double.post(sms_url(daemon), original)
+            await asyncio.sleep(0.3)
+            sms_state = status(daemon, "rp-2")
+            base = daemon.settings.public_url
+            gather = f"{base}/twilio/gather?incident=rp-2&key=c1.l0.alice.voice&attempt=1"
+            press = {"CallSid": "CA" + "5" * 32, "Digits": "2"}
+            passed = await double.post(gather, press)
+            await eventually(lambda: [e.event for e in events(daemon, "rp-2")].count("leg_started") == 2)
+            again = await double.post(gather, press)
+            await asyncio.sleep(0.3)
+            return first, replayed, sms_state, passed, again, events(daemon, "rp-2")
+
+    first, replayed, sms_state, passed, again, timeline = asyncio.run(scenario())
+    assert "You have incident rp-1" in first[1]
+    assert replayed[0] == 200 and "<Message>" not in replayed[1] and sms_state == "open"
+    assert "Passed on" in passed[1] and "already received" in again[1]
+    names = [e.event for e in timeline]
+    assert names.count("passed") == 1 and names.count("leg_started") == 2
 
 
 def test_twilio_500_opens_voice_and_sms_breakers_while_push_pages(ladders, db_url, nats_server, tmp_path) -> None:

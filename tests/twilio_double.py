@@ -87,7 +87,10 @@ class TwilioDouble:
         return RequestValidator(self.auth_token).compute_signature(url, params)
 
     async def post(self, url: str, params: dict[str, str], signature: str | None = "valid") -> tuple[int, str]:
-        """POST a form to escalator as Twilio would (or with a bad / no signature)."""
+        """POST a form to escalator as Twilio would (or with a bad / no signature). An inbound text
+        gets its own MessageSid, as every message Twilio forwards has one."""
+        if "/twilio/sms" in url and "MessageSid" not in params:
+            params = {"MessageSid": f"SM{next(self._ids):032d}", "AccountSid": self.account_sid, **params}
         headers = {}
         if signature == "valid":
             headers["X-Twilio-Signature"] = self.sign(url, params)

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from typer.core import TyperGroup
@@ -95,7 +96,18 @@ CommentOpt = Annotated[str | None, typer.Option("--comment", "-m", help="Why: ke
 
 
 def console() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 120)
+    """Output for people. markup=False: text from incidents, ladders and contacts is printed as it
+    is, never read as Rich markup (a summary holding `[/]` must not crash a command, nor `[red]`
+    colour it). Styles are given as Text objects (`styled`)."""
+    return Console(
+        file=sys.stdout, highlight=False, markup=False, emoji=False, soft_wrap=False,
+        width=None if sys.stdout.isatty() else 120,
+    )
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line of plain strings and (text, style) pairs; no markup is parsed from any of them."""
+    return Text.assemble(*parts)
 
 
 def print_json(data: Any) -> None:

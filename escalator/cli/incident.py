@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from rich.table import Table
 
 from escalator import messages
-from escalator.cli.common import JsonOpt, console, print_json, state, when
+from escalator.cli.common import JsonOpt, console, print_json, state, styled, when
 from escalator.errors import EscalatorError, InvalidInput, Problem
 from escalator.ladders import format_loc, validation_errors
 from escalator.store.incidents import IncidentStore, rfc3339
@@ -40,19 +40,39 @@ def run(
     asyncio.run(Daemon(settings, embedded_nats=embedded_nats).run())
 
 
-async def _publish(servers: list[str], subject: str, body: bytes, msg_id: str) -> Any:
+async def _publish(settings: Any, subject: str, body: bytes, msg_id: str) -> Any:
+    import logging
+
+    from nats.errors import NoRespondersError
+    from nats.js.errors import NoStreamResponseError
+
     from escalator import bus
+    from escalator.logs import mask
+
+    logging.getLogger("nats").setLevel(logging.CRITICAL)  # its tracebacks are not for the terminal
+    where = mask(",".join(settings.nats_servers))  # no password from the URL on the screen
+    errors: list[str] = []
+
+    async def remember(exc: Exception) -> None:  # what the server said (e.g. a permissions violation)
+        errors.append(mask(" ".join(str(exc).split()))[:200])
 
     try:
-        nc = await bus.connect(servers, name="escalator-cli", forever=False)
+        nc = await bus.connect(settings.nats_servers, name="escalator-cli", forever=False, trust=bus.Trust.of(settings),
+                               error_cb=remember)
     except Exception as exc:
-        raise EscalatorError(f"cannot reach NATS at {','.join(servers)}: {type(exc).__name__}") from None
+        detail = errors[-1] if errors else type(exc).__name__
+        raise EscalatorError(f"cannot reach NATS at {where}: {detail}") from None
     try:
         js = nc.jetstream()
-        await bus.ensure_streams(js)
-        return await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id}, timeout=5)
+        try:
+            return await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id}, timeout=5)
+        except (NoRespondersError, NoStreamResponseError):  # no stream yet (escalator never ran here): make it
+            await bus.ensure_streams(js)
+            return await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id}, timeout=5)
     except Exception as exc:
-        raise EscalatorError(f"publishing to {subject} failed: {type(exc).__name__}: {exc}"[:300]) from None
+        await asyncio.sleep(0.1)  # a refusal by the server arrives as an error beside the timeout
+        detail = errors[-1] if errors else mask(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+        raise EscalatorError(f"publishing to {subject} failed: {detail}"[:300]) from None
     finally:
         await nc.close()
 
@@ -60,7 +80,7 @@ async def _publish(servers: list[str], subject: str, body: bytes, msg_id: str) -
 def _send(ctx: typer.Context, subject: str, message: BaseModel, msg_id: str) -> Any:
     body = messages.encode(message)
     messages.parse(subject, body)  # exactly the daemon's checks, before anything leaves
-    return asyncio.run(_publish(state(ctx).settings.nats_servers, subject, body, msg_id))
+    return asyncio.run(_publish(state(ctx).settings, subject, body, msg_id))
 
 
 def _build(kind: type[BaseModel], **fields: Any) -> Any:
@@ -168,7 +188,7 @@ def show(ctx: typer.Context, incident_id: IdArg, as_json: JsonOpt = False) -> No
         )
         return
     out = console()
-    out.print(f"[bold]{row.id}[/bold] {row.status} — {row.summary}")
+    out.print(styled((row.id, "bold"), f" {row.status} — {row.summary}"))
     extra = f" · deadline {when(row.deadline)}" if row.deadline else ""
     out.print(f"ladder {row.ladder} v{row.version} · opened {when(row.opened_at)}{extra}" + (f" · taken by {row.acked_by}" if row.acked_by else ""))
     table = Table("seq", "at", "event", "leg", "contact", "channel", "by / reason")

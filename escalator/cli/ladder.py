@@ -19,6 +19,7 @@ from escalator.cli.common import (
     print_json,
     split_list,
     state,
+    styled,
     when,
 )
 from escalator.errors import InvalidInput, Problem
@@ -173,7 +174,7 @@ def show(
         return
     people = {r.contact.id: r.contact for r in catalog.contacts(include_removed=True)}
     out = console()
-    out.print(f"[bold]{d.name}[/bold] v{v.version}" + (f" — {d.description}" if d.description else ""))
+    out.print(styled((d.name, "bold"), f" v{v.version}" + (f" — {d.description}" if d.description else "")))
     out.print(
         f"time zone {d.timezone} · window {format_duration(d.ack_timeout)} per leg · cycles {_cycles(d)} · "
         f"changed {when(v.created_at, d.timezone)} by {v.actor}"

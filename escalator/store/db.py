@@ -48,7 +48,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def _sqlite_engine(url: sa.URL, **kwargs: Any) -> Engine:
     if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        private_file(Path(url.database).expanduser())
     engine = sa.create_engine(
         url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False}, **kwargs
     )
@@ -69,6 +69,22 @@ def _sqlite_engine(url: sa.URL, **kwargs: Any) -> Engine:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def private_file(path: Path) -> None:
+    """The SQLite database holds phone numbers, open reply codes and push tokens: it is created
+    0600 in a folder created 0700, and an existing one readable by others is made 0600. SQLite
+    gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    for extra in ("-wal", "-shm"):
+        side = path.with_name(path.name + extra)
+        if side.exists() and side.stat().st_mode & 0o077:
+            side.chmod(0o600)
 
 
 @contextmanager
@@ -114,7 +130,7 @@ def single_replica_lock(url: str) -> IO[str] | None:
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
     path = Path(parsed.database).expanduser().resolve()
-    handle = open(f"{path}.lock", "a+")  # noqa: SIM115 - kept open: the lock lives as long as the file
+    handle = os.fdopen(os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")  # kept open: the lock lives with it
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

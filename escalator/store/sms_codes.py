@@ -1,7 +1,8 @@
 """SMS page codes and the wrong-code limit, in the database so every replica shares them.
 
 A code is numeric, unique among the open pages to one phone number, and never reused for that
-number within 72 hours. A reply counts only from the number its code was sent to.
+number within 72 hours. A reply counts only from the number its code was sent to. Five wrong
+codes from one number within 10 minutes replace its open codes with longer ones (`replace_codes`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from escalator.store.tables import IncidentRow, SmsCodeRow, SmsStrikeRow
 from escalator.walk import PageCmd
 
 CODE_REUSE = timedelta(hours=72)
-STRIKES = 5
+STRIKES = 5  # wrong codes from one number within STRIKE_WINDOW before its codes are replaced
 STRIKE_WINDOW = timedelta(minutes=10)
-IGNORE_FOR = timedelta(minutes=10)
+REPLACED_DIGITS = 6  # a replaced code is longer: a million possibilities for the next STRIKES guesses
 PROBES = 8
 CROWDED_FOR = 3600.0
 
@@ -96,8 +97,7 @@ class SmsCodes:
                     return code
         return None
 
-    def _pick(self, taken: set[str]) -> str:
-        digits = CODE_DIGITS
+    def _pick(self, taken: set[str], digits: int = CODE_DIGITS) -> str:
         while True:
             space = 10**digits
             if len(taken) < space // 2:  # plenty free: random picks find one fast
@@ -139,22 +139,35 @@ class SmsCodes:
                 .limit(1)
             )
 
-    def strike(self, phone: str, now: datetime) -> None:
+    def strike(self, phone: str, now: datetime) -> int:
+        """Count a wrong code from this number; returns how many it sent in the last STRIKE_WINDOW."""
         with write_session(self.engine) as session:
             session.add(SmsStrikeRow(phone=phone, at=now))
-            session.execute(sa.delete(SmsStrikeRow).where(SmsStrikeRow.at < now - STRIKE_WINDOW - IGNORE_FOR))
+            session.execute(sa.delete(SmsStrikeRow).where(SmsStrikeRow.at < now - STRIKE_WINDOW))
+            session.flush()
+            return session.scalar(
+                sa.select(sa.func.count()).select_from(SmsStrikeRow)
+                .where(SmsStrikeRow.phone == phone, SmsStrikeRow.at >= now - STRIKE_WINDOW)
+            ) or 0
 
-    def ignored(self, phone: str, now: datetime) -> bool:
-        """After 5 wrong codes within 10 minutes a number is ignored for 10 minutes."""
-        with read_session(self.engine) as session:
-            times = list(
-                session.scalars(
-                    sa.select(SmsStrikeRow.at)
-                    .where(SmsStrikeRow.phone == phone, SmsStrikeRow.at >= now - STRIKE_WINDOW - IGNORE_FOR)
-                    .order_by(SmsStrikeRow.at)
-                )
-            )
-        return any(
-            times[i] - times[i - STRIKES + 1] <= STRIKE_WINDOW and now < times[i] + IGNORE_FOR
-            for i in range(STRIKES - 1, len(times))
-        )
+    def replace_codes(self, phone: str, now: datetime) -> list[SmsCodeRow]:
+        """Too many wrong codes from this number: lock the codes, not the number. Every open page
+        to it gets a new, longer code (the old ones stop working), its strikes start over, and the
+        new codes are returned, to be sent to the number itself. Whoever guesses with a spoofed
+        sender starts again from nothing, while the person holding the phone keeps acknowledging."""
+        with write_session(self.engine) as session:
+            if self.engine.dialect.name == "postgresql":
+                session.execute(_LOCK_NUMBER, {"p": phone})
+            rows = list(session.scalars(
+                sa.select(SmsCodeRow).join(IncidentRow, IncidentRow.id == SmsCodeRow.incident_id)
+                .where(SmsCodeRow.phone == phone, IncidentRow.status.in_(walk.ACTIVE))
+                .order_by(SmsCodeRow.created_at.desc(), SmsCodeRow.id.desc())
+            ))
+            since = now - CODE_REUSE
+            taken = set(session.scalars(_TAKEN, {"phone": phone, "since": since}))
+            for row in rows:
+                code = self._pick(taken, REPLACED_DIGITS)
+                taken.add(code)
+                row.code = code
+            session.execute(sa.delete(SmsStrikeRow).where(SmsStrikeRow.phone == phone))
+            return rows

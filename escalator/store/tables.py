@@ -203,7 +203,7 @@ class SmsCodeRow(SQLModel, table=True):
 
 
 class SmsStrikeRow(SQLModel, table=True):
-    """A reply with a wrong code: too many in a while and the number is ignored for a while."""
+    """A reply with a wrong code: too many in a while and the number's codes are replaced."""
 
     __tablename__ = "sms_strikes"
     __table_args__ = (sa.Index("ix_sms_strikes_phone_at", "phone", "at"),)
@@ -231,3 +231,14 @@ class ReplicaRow(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=200)
     started_at: datetime = _ts()
     lease_until: datetime = _ts()
+
+
+class HandledCallbackRow(SQLModel, table=True):
+    """A Twilio callback already acted on (`sms:<MessageSid>`, `gather:<CallSid>:<prompt>`): a replay
+    of it changes nothing. Kept for a year (escalator.store.callbacks)."""
+
+    __tablename__ = "handled_callbacks"
+    __table_args__ = (sa.Index("ix_handled_callbacks_at", "at"),)
+
+    key: str = Field(primary_key=True, max_length=200)
+    at: datetime = _ts()

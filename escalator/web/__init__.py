@@ -13,13 +13,16 @@ from urllib.parse import parse_qsl
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
-from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from escalator import twiml
+from escalator.web.limits import (
+    KEEP_ALIVE_SECONDS, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_FORM_FIELDS, MAX_HEADER_BYTES, REQUEST_SECONDS, BodyLimit,
+    DeadlineH11Protocol,
+)
 from escalator.messages import ID_RE
 
 Readiness = Callable[[], Awaitable[dict[str, Any]]]
@@ -27,11 +30,11 @@ XML = "application/xml"
 
 
 class TwilioHooks(Protocol):
-    async def sms(self, phone: str, body: str) -> str | None: ...
+    async def sms(self, phone: str, body: str, sid: str) -> str | None: ...
 
     async def voice(self, incident_id: str, key: str, answered_by: str | None, attempt: int) -> str: ...
 
-    async def gather(self, incident_id: str, key: str, digits: str, attempt: int) -> str: ...
+    async def gather(self, incident_id: str, key: str, digits: str, attempt: int, call_sid: str) -> str: ...
 
     async def status(self, incident_id: str, key: str, channel: str, status: str, error_code: str | None) -> None: ...
 
@@ -72,37 +75,69 @@ def _attempt(query: dict[str, str]) -> int:
         return 1
 
 
-def twilio_routes(hooks: TwilioHooks | None, auth_token: str | None, public_url: str) -> list[Route]:
+class Params:
+    """Form fields as the signature check reads them: each name once, each with all its values (a
+    repeated parameter is signed with all of them). Starlette's multi-dict scans every field for each
+    name asked for, which made the check quadratic in the number of fields; this is one pass."""
+
+    def __init__(self, pairs: list[tuple[str, str]]):
+        self._values: dict[str, list[str]] = {}
+        for name, value in pairs:
+            self._values.setdefault(name, []).append(value)
+
+    def __iter__(self) -> Any:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def getall(self, name: str) -> list[str]:  # what twilio's RequestValidator asks a multi-dict for
+        return self._values[name]
+
+
+def _fields(encoded: str) -> int:
+    return encoded.count("&") + 1 if encoded else 0  # as parse_qsl counts them
+
+
+def twilio_routes(
+    hooks: TwilioHooks | None, auth_token: str | None, public_url: str, on_refused: Callable[[str], None] = lambda reason: None
+) -> list[Route]:
     """Every Twilio callback must carry a valid X-Twilio-Signature for the URL Twilio was given:
     ESCALATOR_PUBLIC_URL + path + query, never rebuilt from the Host header. Anything else: 403."""
     validator = RequestValidator(auth_token) if auth_token else None
 
-    async def signed(request: Request) -> dict[str, str] | None:
+    async def endpoint_of(handle: Callable[[dict[str, str], dict[str, str]], Awaitable[Response]], request: Request) -> Response:
+        # The body is already read, within its limit (escalator.web.limits). Fields are counted
+        # before they are parsed, and the parse itself is bounded too.
         body = (await request.body()).decode("utf-8", "replace")
-        # A multi-dict: a repeated parameter is signed with all its values (the validator uses getlist).
-        form = ImmutableMultiDict(parse_qsl(body, keep_blank_values=True))
-        url = public_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        query_string = request.url.query
+        if _fields(body) > MAX_FORM_FIELDS or _fields(query_string) > MAX_FORM_FIELDS:
+            on_refused("too_many_fields")
+            return PlainTextResponse(f"more than {MAX_FORM_FIELDS} form fields\n", status_code=400)
+        pairs = parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        form = Params(pairs)
+        url = public_url + request.url.path + (f"?{query_string}" if query_string else "")
         signature = request.headers.get("X-Twilio-Signature", "")
         if validator is None or hooks is None or not signature or not validator.validate(url, form, signature):
-            return None
-        return dict(form)
+            return PlainTextResponse("invalid or missing X-Twilio-Signature\n", status_code=403)
+        values = dict(pairs)
+        query = dict(parse_qsl(query_string, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS))
+        if _has_nul(values) or _has_nul(query):  # never from Twilio, and PostgreSQL cannot store it
+            return PlainTextResponse("NUL characters are not accepted\n", status_code=400)
+        return await handle(values, query)
 
     def route(path: str, handle: Callable[[dict[str, str], dict[str, str]], Awaitable[Response]]) -> Route:
         """A Twilio route: the signature is checked first; only then does `handle(form, query)` run."""
 
         async def endpoint(request: Request) -> Response:
-            form = await signed(request)
-            if form is None:
-                return PlainTextResponse("invalid or missing X-Twilio-Signature\n", status_code=403)
-            query = dict(request.query_params)
-            if _has_nul(form) or _has_nul(query):  # never from Twilio, and PostgreSQL cannot store it
-                return PlainTextResponse("NUL characters are not accepted\n", status_code=400)
-            return await handle(form, query)
+            return await endpoint_of(handle, request)
 
         return Route(path, endpoint, methods=["POST"])
 
     async def sms(form: dict[str, str], q: dict[str, str]) -> Response:
-        text = await hooks.sms(form.get("From", ""), form.get("Body", ""))  # type: ignore[union-attr]
+        if not form.get("MessageSid"):  # Twilio always sends it: it is what makes a replay harmless
+            return PlainTextResponse("MessageSid is missing\n", status_code=400)
+        text = await hooks.sms(form.get("From", ""), form.get("Body", ""), form["MessageSid"])  # type: ignore[union-attr]
         return Response(twiml.sms_reply(text), media_type=XML)
 
     async def voice(form: dict[str, str], q: dict[str, str]) -> Response:
@@ -110,7 +145,11 @@ def twilio_routes(hooks: TwilioHooks | None, auth_token: str | None, public_url:
         return Response(body, media_type=XML)
 
     async def gather(form: dict[str, str], q: dict[str, str]) -> Response:
-        body = await hooks.gather(q.get("incident", ""), q.get("key", ""), form.get("Digits", ""), _attempt(q))  # type: ignore[union-attr]
+        if not form.get("CallSid"):
+            return PlainTextResponse("CallSid is missing\n", status_code=400)
+        body = await hooks.gather(  # type: ignore[union-attr]
+            q.get("incident", ""), q.get("key", ""), form.get("Digits", ""), _attempt(q), form["CallSid"]
+        )
         return Response(body, media_type=XML)
 
     async def test_call(form: dict[str, str], q: dict[str, str]) -> Response:
@@ -136,7 +175,8 @@ def create_app(
     twilio: TwilioHooks | None = None,
     twilio_auth_token: str | None = None,
     public_url: str = "",
-) -> Starlette:
+    on_refused: Callable[[str], None] = lambda reason: None,
+) -> Any:
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -148,15 +188,19 @@ def create_app(
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
-            *twilio_routes(twilio, twilio_auth_token, public_url),
+            *twilio_routes(twilio, twilio_auth_token, public_url, on_refused),
             *api_routes(twilio),
         ]
     )
+    # A path with or without its trailing slash is not redirected: Starlette's redirect would build
+    # its Location from the request's Host header, which any client can set.
+    app.router.redirect_slashes = False
+    return BodyLimit(app, MAX_BODY_BYTES, on_refused)
 
 
 class _Server(uvicorn.Server):
@@ -169,8 +213,15 @@ class _Server(uvicorn.Server):
 
 
 class HttpServer:
-    def __init__(self, app: Starlette, host: str, port: int):
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    def __init__(self, app: Any, host: str, port: int, request_seconds: float = REQUEST_SECONDS):
+        protocol = type("Protocol", (DeadlineH11Protocol,), {"deadline_s": request_seconds})
+        # log_config=None: uvicorn's own lines (errors, tracebacks) go through the daemon's handler,
+        # with its format and its masking, instead of handlers of uvicorn's own.
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", log_config=None,
+            http=protocol, timeout_keep_alive=KEEP_ALIVE_SECONDS, limit_concurrency=MAX_CONNECTIONS,
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES, server_header=False,
+        )
         self.server = _Server(config)
         self.task: asyncio.Task[None] | None = None
 

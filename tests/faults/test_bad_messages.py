@@ -77,6 +77,17 @@ CORPUS: list[tuple[str, bytes, str | None]] = [
     ("incidents.pass", urgent(by="ops"), "id:"), ("incidents.resolve", b"[]", "body must be a JSON object"),
     ("incidents.ack", urgent(id="nobody-opened-this", by="ops"), "no incident"),
     ("incidents.ack", urgent(id="t-ack-ctl", by="o\x00ps"), "by: contains control characters"),
+    # what a parser chokes on: each once ended ingest for good (RecursionError, ValueError) or
+    # retried forever (NaN refused by PostgreSQL's json type)
+    (U, b'{"id": "t-deep", "ladder": "night", "summary": "x", "details": ' + b'{"a": ' * 990 + b"1" + b"}" * 990 + b"}",
+     "JSON is nested deeper than 32 levels"),
+    (U, b"[" * 40 + b"]" * 40, "nested deeper than 32"),
+    (U, b'{"id": "t-bigint", "ladder": "night", "summary": "x", "details": {"n": ' + b"1" * 4400 + b"}}", "4400 characters long"),
+    (U, b'{"id": "t-65", "ladder": "night", "summary": "x", "details": {"n": -' + b"1" * 64 + b"}}", "65 characters long"),
+    (U, b'{"id": "t-nan", "ladder": "night", "summary": "x", "details": {"n": NaN}}', "NaN is not a JSON number"),
+    (U, b'{"id": "t-inf", "ladder": "night", "summary": "x", "details": {"n": Infinity}}', "Infinity is not a JSON number"),
+    (U, b'{"id": "t-ovf", "ladder": "night", "summary": "x", "details": {"n": 1e309}}', "out of range"),
+    ("incidents.ack", b'{"id": "t-ack-nan", "by": NaN}', "NaN is not a JSON number"),
 ]
 
 

@@ -51,7 +51,7 @@ def test_fuzzed_webhooks_never_5xx_and_change_nothing_unsigned(ladders, db_url, 
         "ESCALATOR_DATABASE_URL": db_url, "ESCALATOR_NATS_URL": nats_server.url, "ESCALATOR_HTTP_PORT": str(port),
         "ESCALATOR_PUBLIC_URL": base, "ESCALATOR_DATA_DIR": str(tmp_path / "data"), "ESCALATOR_DRY_RUN": "true",
         "ESCALATOR_TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "ESCALATOR_TWILIO_AUTH_TOKEN": TOKEN, "ESCALATOR_TWILIO_FROM": "+14155550100",
-        "ESCALATOR_PUSH_SIGNING_KEY": "fuzz-push-key",
+        "ESCALATOR_PUSH_SIGNING_KEY": "fuzz-push-key-" + "f" * 32,
     }
     daemon = DaemonProcess(env, tmp_path / "daemon.log")
     daemon.start()
@@ -100,7 +100,31 @@ def test_fuzzed_webhooks_never_5xx_and_change_nothing_unsigned(ladders, db_url, 
                 code = send(path, query, form, signature, raw)
             except (httpx.InvalidURL, httpx.LocalProtocolError):  # not sendable over HTTP at all
                 return
-            assert code in (403, 404, 405), code
+            assert code in (400, 403, 404, 405, 413), code
+
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(
+            path=st.sampled_from(TWILIO_PATHS), fields=st.integers(150, 40_000), width=st.integers(1, 12),
+            repeated=st.booleans(), signed_too=st.booleans(),
+        )
+        @example(path="/twilio/sms", fields=20_000, width=1, repeated=False, signed_too=False)  # froze the loop for 11.9 s
+        @example(path="/twilio/sms", fields=201, width=1, repeated=True, signed_too=True)
+        @example(path="/twilio/gather", fields=200, width=2, repeated=False, signed_too=True)
+        def shaped(path, fields, width, repeated, signed_too):
+            """The shapes of SPEC §5's limits: many fields, repeated names, bodies around 64 KiB."""
+            pairs = [("f" if repeated else f"f{i}", "v" * width) for i in range(fields)]
+            body = urlencode(pairs).encode()
+            url = base + path
+            signature = validator.compute_signature(url, dict(pairs)) if signed_too else None
+            started = time.monotonic()
+            code = send(path, {}, {}, signature, body)
+            assert time.monotonic() - started < 2.0, (fields, len(body))
+            if len(body) > 64 * 1024:
+                assert code == 413, (code, len(body))
+            elif fields > 200:
+                assert code == 400, (code, fields)
+            elif not signed_too:
+                assert code == 403, code
 
         @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(path=st.sampled_from(TWILIO_PATHS), query=queries, form=forms)
@@ -111,6 +135,7 @@ def test_fuzzed_webhooks_never_5xx_and_change_nothing_unsigned(ladders, db_url, 
             send(path, query, form, validator.compute_signature(url, form))
 
         unsigned()
+        shaped()
         after_unsigned = unchanged(store)
         signed()
         took = time.monotonic() - started
