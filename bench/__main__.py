@@ -31,9 +31,8 @@ import nats
 import sqlalchemy as sa
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from escalator import bus, clock, ladder_files
+from escalator import clock, jetstream, ladder_files
 from escalator import walk as walk_
-from escalator.channels.recording import RecordingChannel
 from escalator.daemon import Daemon
 from escalator.ladders import Ladder
 from escalator.settings import load_settings
@@ -42,6 +41,7 @@ from escalator.store.catalog import Catalog
 from escalator.store.db import make_engine, write_session
 from escalator.store.incidents import build_plan
 from escalator.store.tables import ContactRow, IncidentRow, LadderRow, LadderVersionRow, PageRow
+from tests.recording import RecordingChannel  # in-process figures only, labelled as such (README "Benchmarks")
 from tests.harness import NatsServer, free_port
 
 POSTGRES_URL = os.environ.get("ESCALATOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -333,7 +333,7 @@ async def ingest_throughput(kind: str, root: Path, count: int) -> dict[str, Any]
     rig = Rig(kind, root)
     try:
         nc = await nats.connect(rig.nats.url)
-        await bus.ensure_streams(nc.jetstream())  # what the daemon does on start; the backlog goes in first
+        await jetstream.ensure_streams(nc.jetstream())  # what the daemon does on start; the backlog goes in first
         await nc.close()
         await paced_publish(rig.nats.url, lambda i: ("incidents.urgent", f"in-{i}", incident(f"in-{i}")), count, 1e9)
         began = time.monotonic()

@@ -18,9 +18,9 @@ from urllib.parse import urlparse
 
 import sqlalchemy as sa
 
-from escalator import bus, resilience
+from escalator import clock, jetstream, resilience
 from escalator.ack_tokens import AckTokens, signing_key
-from escalator.acks import Intake
+from escalator.webhooks import Webhooks
 from escalator.channels import Channel, DryRunChannel, NotConfiguredChannel
 from escalator.channels import fcm as fcm_channel
 from escalator.channels import twilio as twilio_channel
@@ -28,12 +28,14 @@ from escalator.embedded_nats import EmbeddedNats, reachable
 from escalator.engine import Engine
 from escalator.ingest import Ingest
 from escalator.metrics import Metrics
+from escalator.outbox import OutboxPublisher
 from escalator.settings import Settings
-from escalator.leases import LeaseKeeper
+from escalator.lease_keeper import LeaseKeeper
 from escalator.store.db import display_url, make_engine, read_session, single_replica_lock
 from escalator.store.incidents import IncidentStore
 from escalator.store.leases import Leases
 from escalator.store.migrate import require_current
+from escalator.store.outbox import Outbox
 from escalator.store.sms_codes import SmsCodes
 from escalator.supervisor import Supervisor
 from escalator.web import HttpServer, create_app
@@ -90,10 +92,9 @@ class Daemon:
         self.metrics = Metrics()
         self.tokens = AckTokens(signing_key(settings.push_signing_key, settings.data_dir), settings.previous_push_keys)
         self.channels = dict(channels) if channels is not None else build_channels(settings, self.metrics, self.tokens)
-        self.publisher = bus.OutboxPublisher(self.store, self.metrics.outbox_backlog.set)
-        self.engine = Engine(
-            self.store, self.channels, self.metrics, settings.default_ladder, on_events=self.publisher.kick, codes=self.codes
-        )
+        self.outbox = Outbox(self.db)
+        self.publisher = OutboxPublisher(self.outbox, self.metrics.outbox_backlog.set)
+        self.engine = Engine(self.store, self.channels, self.metrics, settings.default_ladder, on_events=self.publisher.kick)
         self.leases = LeaseKeeper(Leases(self.db, settings.replica, settings.lease_seconds), self.engine, self.metrics, settings.lease_seconds)
         self.single_replica = self.db.dialect.name == "sqlite"
         self._file_lock: Any = None
@@ -101,13 +102,13 @@ class Daemon:
         self._renewing = asyncio.Event()  # set when the lease may stop being renewed (just before release)
         self._publishing = asyncio.Event()  # set when the outbox may stop (after the last steps)
         self.ingest = Ingest(self.engine, on_lag=self.metrics.ingest_lag.observe)
-        self.intake = Intake(self.engine, self.store, self.codes, settings.public_url, tokens=self.tokens)
+        self.webhooks = Webhooks(self.engine, self.store, self.codes, settings.public_url, tokens=self.tokens)
         self.nats: Any = None
         self.nats_error: str | None = "not connected yet"
         self.embedded: EmbeddedNats | None = None
         token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else None
         app = create_app(
-            self.readiness, self.metrics.registry, self.intake, token, settings.public_url,
+            self.readiness, self.metrics.registry, self.webhooks, token, settings.public_url,
             on_refused=lambda reason: self.metrics.http_refused.labels(reason).inc(),
         )
         self.http = HttpServer(app, settings.http_host, settings.http_port)
@@ -158,7 +159,7 @@ class Daemon:
             keep("nats", self._connect_nats),
             keep("ingest", lambda: self.ingest.run(self.stop_event)),
             keep("outbox", lambda: self.publisher.run(self._publishing), until=self._publishing),
-            keep("gauges", self._gauges),
+            keep("housekeeping", self._housekeeping),
         ]
         self.ready.set()
         log.info("escalator running (default ladder: %s)", self.settings.default_ladder or "none")
@@ -168,16 +169,16 @@ class Daemon:
         while not self.stop_event.is_set():
             nc = None
             try:
-                nc = await bus.connect(
+                nc = await jetstream.connect(
                     self.settings.nats_servers,
-                    trust=bus.Trust.of(self.settings),
-                    inbox_prefix=bus.DAEMON_INBOX,
+                    trust=jetstream.Trust.of(self.settings),
+                    inbox_prefix=jetstream.DAEMON_INBOX,
                     error_cb=self._nats_error,
                     disconnected_cb=self._nats_disconnected,
                     reconnected_cb=self._nats_reconnected,
                 )
                 js = nc.jetstream()
-                await bus.ensure_streams(js, self.settings.nats_stream_replicas)
+                await jetstream.ensure_streams(js, self.settings.nats_stream_replicas)
                 for event in ("acknowledged", "resolved"):  # closed on another replica: stop here at once
                     await nc.subscribe(f"escalations.{event}", cb=self._closed_elsewhere)
                 self.nats, self.nats_error = nc, None
@@ -225,12 +226,17 @@ class Daemon:
         log.info("NATS reconnected")
         self.publisher.kick()
 
-    async def _gauges(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Every 15 s: the gauges; once an hour: forget Twilio callbacks older than a year."""
+        rounds = 0
         while not self.stop_event.is_set():
             try:
                 await self.engine.refresh_gauges()
+                if rounds % 240 == 0:
+                    await asyncio.to_thread(self.webhooks.callbacks.prune, clock.now())
             except Exception:
-                log.warning("could not refresh gauges (database?)")
+                log.warning("housekeeping round failed (database?); trying again later")
+            rounds += 1
             try:
                 await asyncio.wait_for(self.stop_event.wait(), 15)
             except TimeoutError:

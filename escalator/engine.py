@@ -1,10 +1,14 @@
 """The shell around the walk: record each decision, then carry out its commands.
 
-Every step runs the pure walk inside one database transaction (escalator.store.incidents); only
-after it commits are windows armed or cancelled, pages sent and events handed to the outbox.
-Steps for one incident are serialised in this process by a lock; the database row lock does the
-same across processes. Pages run as their own tasks, bounded by the leg's window, so a hung
-provider can never delay a window or another incident.
+Every step runs the pure walk inside one database transaction (escalator.store.incidents, written by
+escalator.store.group_commit); only after it commits are windows armed or cancelled, pages sent and
+events handed to the outbox. Steps for one incident are serialised in this process by a lock; the
+database row lock does the same across processes. Pages run as their own tasks, bounded by the
+leg's window, so a hung provider can never delay a window or another incident.
+
+Acknowledgements and passes, whatever they come through (a key press, an SMS reply, the app, NATS,
+the CLI over NATS), go through one call each: `acknowledge` and `pass_on`, which answer with a
+typed `Answer` the caller turns into words for the person.
 """
 
 from __future__ import annotations
@@ -13,21 +17,33 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from escalator import clock, walk
+from escalator.answers import ACKNOWLEDGED, PASSED, RESOLVED, UNKNOWN, Answer
 from escalator.channels import Channel, Outcome, Page
 from escalator.logs import incident_var
 from escalator.metrics import Metrics
+from escalator.store.group_commit import GroupCommit
 from escalator.store.incidents import IncidentStore, NewIncident, StepResult
-from escalator.store.sms_codes import SmsCodes
-from escalator.walk import ArmWindow, CancelWindow, Emit, Event, Notify, PageCmd, PageFailed, PageSent
+from escalator.walk import ArmWindow, CancelWindow, Emit, Event, Notify, PageCmd, PageFailed, PageSent, StopPages
 from escalator.windows import Windows
 
 log = logging.getLogger("escalator.engine")
 
 NOTICES = {"taken": "Incident {incident} was taken by {by}. No action needed."}
+BACKSTOP_S = 1.0  # how long after its window a page still in its channel is cut off
+
+@dataclass
+class PageInFlight:
+    """One page being sent by this process, from the step that decided it until its outcome is recorded."""
+
+    incident_id: str
+    key: str
+    task: asyncio.Task[Any] | None = None
+    answered: bool = False  # the provider has answered: stopping it now changes nothing
+    stopped: bool = False  # cancelled because the incident was taken or resolved
 
 
 class Engine:
@@ -39,7 +55,6 @@ class Engine:
         default_ladder: str | None = None,
         on_events: Callable[[], None] = lambda: None,
         now: Callable[[], datetime] = clock.now,
-        codes: SmsCodes | None = None,
     ):
         self.store = store
         self.channels = channels
@@ -47,16 +62,12 @@ class Engine:
         self.default_ladder = default_ladder
         self.on_events = on_events  # wakes the outbox publisher
         self.now = now
-        self.codes = codes
         self.windows = Windows(self.window_expired)
-        self.steps = StepBatcher(store.run_batch)
+        self.steps = GroupCommit(store.engine, on_uncertain=self._uncertain)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._page_tasks: dict[str, set[asyncio.Task[Any]]] = {}  # pages in flight, per incident
-        self._stopped: set[asyncio.Task[Any]] = set()  # page tasks cancelled because the incident closed
-        self._inflight: set[tuple[str, str]] = set()  # (incident, page key) being sent by this process
-        self._recording: set[asyncio.Task[Any]] = set()  # page tasks recording the provider's answer
-        self.owned: set[str] = set()  # incidents this replica drives (escalator.leases)
+        self._pages: dict[tuple[str, str], PageInFlight] = {}  # (incident, page key) → the page being sent here
+        self.owned: set[str] = set()  # incidents this replica drives (escalator.lease_keeper)
         self._outcomes: dict[str, _Outcomes] = {}  # page outcomes waiting to be recorded together
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -98,21 +109,37 @@ class Engine:
         resent = 0
         for incident_id, page, already_resent in await asyncio.to_thread(self.store.unsent_pages, incident_ids):
             if already_resent:  # sent once, re-sent once, still unconfirmed: give up on it, visibly
-                if (incident_id, page.key) not in self._inflight:
+                if (incident_id, page.key) not in self._pages:
                     await self.handle(incident_id, PageFailed(page, "not confirmed after a re-send (restarts)"))
                 continue
             async with self._lock(incident_id):
-                if (incident_id, page.key) in self._inflight:  # ours, still trying: not interrupted
+                if (incident_id, page.key) in self._pages:  # ours, still trying: not interrupted
                     continue
-                claim = await asyncio.to_thread(self.store.claim_resend, page, incident_id)
+                now = self.now()
+                claim = await self.steps.submit(lambda tx: self.store.claim_resend_in(tx, page, incident_id, now), incident_id)
                 if claim is None:
                     continue
                 resent += 1
                 if claim.walk is not None and claim.walk.deadline is not None:  # retries end with the leg
                     left = (claim.walk.deadline - self.now()).total_seconds()
                     page = replace(page, window_s=max(min(page.window_s, left), 1.0))
-                self._page(incident_id, page, claim.summary, claim.contacts.get(page.contact))
+                self._page(incident_id, page, claim.summary, claim.contacts.get(page.contact), claim.codes.get(page.key))
         return len(windows), resent
+
+    def _uncertain(self, incident_ids: list[str]) -> None:
+        """A commit failed: what those steps decided may be in the database with its commands never
+        carried out (a window not armed, pages not sent). Drive the ones that are ours again from the
+        database, once it answers."""
+        if incident_ids:
+            self._spawn(self._retrying(self._readopt, incident_ids))
+
+    async def _readopt(self, incident_ids: list[str]) -> None:
+        found = await asyncio.to_thread(self.store.statuses, incident_ids)
+        mine = [i for i, (status, owner) in found.items() if status in walk.ACTIVE and owner == self.store.replica]
+        if mine:
+            windows, resent = await self.adopt(mine)
+            log.warning("after an uncertain commit: %d incident(s) driven again (%d windows re-armed, %d pages re-sent)",
+                        len(mine), windows, resent)
 
     def driving(self) -> set[str]:
         """Incidents this replica believes it drives."""
@@ -120,7 +147,7 @@ class Engine:
 
     def paging(self) -> set[str]:
         """Incidents with pages in flight here (driven here or not)."""
-        return set(self._page_tasks)
+        return {incident_id for incident_id, _ in self._pages}
 
     async def reconsider(self, incident_id: str) -> str | None:
         """Is this incident still ours? Checked in the database under the incident's lock, so a step
@@ -149,20 +176,52 @@ class Engine:
     # -- inputs -------------------------------------------------------------------------------------
 
     async def open(self, new: NewIncident) -> StepResult:
-        """Open an incident (raises store.Rejected for an unknown ladder with no default)."""
+        """Open an incident (raises group_commit.Rejected for an unknown ladder with no default)."""
         incident_var.set(new.id)
         async with self._lock(new.id):
             now = self.now()
-            result = await self.steps.submit(lambda session: self.store.open_in(session, new, self.default_ladder, now))
+            result = await self.steps.submit(lambda tx: self.store.open_in(tx, new, self.default_ladder, now), new.id)
             self._carry_out(new.id, result)
         if result.outcome == "opened":
             self.metrics.incidents_opened.inc()
         return result
 
-    async def handle(self, incident_id: str, event: Event, note_if_ignored: str | None = None) -> StepResult:
+    async def acknowledge(self, incident_id: str, by: str, channel: str | None, contact: str | None = None) -> Answer:
+        """The one acknowledgement path: a key press (voice), a reply (sms), the app (push), NATS
+        (nats: an app gateway, the CLI), or an operator (channel None). `contact`, when known, must
+        have been paged for the incident."""
+        result = await self.handle(incident_id, walk.Acknowledge(by, channel, contact))
+        return self._answer(incident_id, result, ACKNOWLEDGED)
+
+    async def pass_on(
+        self, incident_id: str, by: str, channel: str | None, contact: str | None = None,
+        cycle: int | None = None, leg_index: int | None = None,
+    ) -> Answer:
+        """The one pass path. `cycle`/`leg_index`: the leg the person was paged for (a late key press
+        for a leg that is over changes nothing)."""
+        result = await self.handle(incident_id, walk.Pass(by, channel, contact, cycle, leg_index))
+        return self._answer(incident_id, result, PASSED)
+
+    async def resolve(self, incident_id: str, by: str | None) -> Answer:
+        result = await self.handle(incident_id, walk.Resolve(by))
+        return self._answer(incident_id, result, RESOLVED)
+
+    @staticmethod
+    def _answer(incident_id: str, result: StepResult, done: str) -> Answer:
+        w = result.walk
+        status, summary = (w.status if w else None), result.summary
+        if result.outcome == "unknown":
+            return Answer(UNKNOWN, incident_id, reason=f"no incident with id {incident_id!r}")
+        if result.outcome == "changed":
+            return Answer(done, incident_id, status, summary, by=w.acked_by if w else None)
+        why = result.ignored
+        assert why is not None, "a step that changed nothing carries the walk's reason"
+        return Answer(why.kind, incident_id, status, summary, by=why.by, reason=why.reason)
+
+    async def handle(self, incident_id: str, event: Event) -> StepResult:
         # Shielded: a step that may have committed must have its commands carried out (a window
         # armed, pages sent) even when the task asking for it is cancelled (pages being stopped).
-        step = asyncio.get_running_loop().create_task(self._handle(incident_id, event, note_if_ignored))
+        step = asyncio.get_running_loop().create_task(self._handle(incident_id, event))
         self._tasks.add(step)  # stop() waits for it like any other work
         step.add_done_callback(self._step_done)
         return await asyncio.shield(step)
@@ -172,11 +231,11 @@ class Engine:
         if not step.cancelled() and step.exception() is not None:  # retrieved: its caller may be gone
             log.debug("a step ended with %s", type(step.exception()).__name__)
 
-    async def _handle(self, incident_id: str, event: Event, note_if_ignored: str | None) -> StepResult:
+    async def _handle(self, incident_id: str, event: Event) -> StepResult:
         incident_var.set(incident_id)
         async with self._lock(incident_id):
             now = self.now()
-            result = await self.steps.submit(lambda session: self.store.step_in(session, incident_id, event, now, note_if_ignored))
+            result = await self.steps.submit(lambda tx: self.store.step_in(tx, incident_id, event, now), incident_id)
             self._carry_out(incident_id, result)
         return result
 
@@ -215,6 +274,8 @@ class Engine:
                 self.owned.add(incident_id)  # the step took the lease (escalator.store.incidents)
             elif isinstance(command, CancelWindow):
                 self.windows.cancel(incident_id)
+            elif isinstance(command, StopPages):
+                self._stop_pages(incident_id)
             elif isinstance(command, PageCmd):
                 self._page(incident_id, command, result.summary, result.contacts.get(command.contact), result.codes.get(command.key))
                 self.owned.add(incident_id)  # the step took the incident (escalator.store.incidents)
@@ -225,8 +286,6 @@ class Engine:
                 self._count(command)
                 if command.event == "acknowledged" and result.opened_at is not None:
                     self.metrics.time_to_acknowledge.observe((command.at - result.opened_at).total_seconds())
-                if command.event in ("acknowledged", "resolved"):
-                    self._stop_pages(incident_id)
         if result.outcome == "opened":
             self.owned.add(incident_id)
         elif result.walk is not None and result.walk.status not in walk.ACTIVE:
@@ -242,59 +301,54 @@ class Engine:
             self.metrics.pages.labels(emit.fields.get("channel", "?"), emit.event.removeprefix("page_")).inc()
 
     def _stop_pages(self, incident_id: str) -> None:
-        """Somebody owns the incident (or it is resolved): pages still retrying must not ring anyone."""
-        for task in self._page_tasks.pop(incident_id, set()):
-            if task is not asyncio.current_task() and not task.done():
-                self._stopped.add(task)
-                task.cancel()
+        """Somebody owns the incident (or it is resolved): pages still being sent must not ring anyone."""
+        for page in [p for p in self._pages.values() if p.incident_id == incident_id]:
+            if page.task is not None and page.task is not asyncio.current_task() and not page.task.done() and not page.answered:
+                page.stopped = True
+                page.task.cancel()
 
-    def _page(self, incident_id: str, command: PageCmd, summary: str, contact: Any, code: str | None = None) -> None:
-        self._inflight.add((incident_id, command.key))  # now, not when the task starts: adopt() checks it
-        self._spawn(self._send(incident_id, command, summary, contact, code), page_of=incident_id)
+    def _page(self, incident_id: str, command: PageCmd, summary: str, contact: Any, code: str | None) -> None:
+        page = PageInFlight(incident_id, command.key)
+        self._pages[(incident_id, command.key)] = page  # now, not when the task starts: adopt() checks it
+        page.task = self._spawn(self._send(page, command, summary, contact, code))
 
-    async def _send(self, incident_id: str, command: PageCmd, summary: str, contact: Any, code: str | None) -> None:
+    async def _send(self, page: PageInFlight, command: PageCmd, summary: str, contact: Any, code: str | None) -> None:
         try:
-            await self._deliver(incident_id, command, summary, contact, code)
+            await self._deliver(page, command, summary, contact, code)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task in self._stopped and task not in self._recording:  # not a shutdown, nor already answered
-                self._stopped.discard(task)
+            if page.stopped:  # not a shutdown: the incident was taken or resolved; record that
                 stop = PageFailed(command, "stopped: the incident was taken or resolved")
-                self._spawn(self._retrying(self.handle, incident_id, stop))
+                self._spawn(self._retrying(self.handle, page.incident_id, stop))
             raise
         finally:
-            self._inflight.discard((incident_id, command.key))
-            self._stopped.discard(asyncio.current_task())  # type: ignore[arg-type]
-            self._recording.discard(asyncio.current_task())  # type: ignore[arg-type]
+            if self._pages.get((page.incident_id, page.key)) is page:
+                del self._pages[(page.incident_id, page.key)]
 
-    async def _deliver(self, incident_id: str, command: PageCmd, summary: str, contact: Any, code: str | None) -> None:
+    async def _deliver(self, page: PageInFlight, command: PageCmd, summary: str, contact: Any, code: str | None) -> None:
+        incident_id = page.incident_id
         channel = self.channels.get(command.channel)
         if channel is None or contact is None:
             outcome = Outcome(False, reason="no such channel" if channel is None else "contact no longer exists")
         else:
-            # Normally allocated by the step that decided the page; a re-send looks its code up.
-            if code is None and command.channel == "sms" and self.codes is not None and contact.phone:
-                codes, now = self.codes, self.now()
-                code = await self._retrying(
-                    self.steps.submit, lambda session: codes.code_for_in(session, incident_id, command, contact.phone, now)
-                )
-            page = Page(
+            message = Page(
                 incident_id, command.key, command.channel, contact, summary, command.cycle, command.leg, command.window_s, code,
                 command.leg_index,
             )
             try:
-                # A page is only useful within its leg's window; a provider that hangs is cut off there.
-                outcome = await asyncio.wait_for(channel.send(page), timeout=command.window_s)
+                # A page is only useful within its leg's window: the channel gives up on a provider
+                # that has not answered by then (and its breaker counts it). This cut-off, a moment
+                # later, only guards against a channel that fails to.
+                outcome = await asyncio.wait_for(channel.send(message), timeout=command.window_s + BACKSTOP_S)
             except TimeoutError:
                 outcome = Outcome(False, reason=f"no answer from the provider within {command.window_s}s")
             except Exception as exc:  # a channel bug must fail the page, not the walk
                 log.exception("channel %s failed on incident %s", command.channel, incident_id)
                 outcome = Outcome(False, reason=f"channel error: {type(exc).__name__}")
+        page.answered = True  # the answer is in: stopping now changes nothing
         if outcome.dead_tokens and contact is not None:
             log.warning("retiring %d push token(s) of %s: FCM says they no longer exist", len(outcome.dead_tokens), contact.id)
             await self._retrying(asyncio.to_thread, self.store.retire_push_tokens, contact.id, outcome.dead_tokens, self.now())
         event = PageSent(command, outcome.ref) if outcome.ok else PageFailed(command, outcome.reason or "failed")
-        self._recording.add(asyncio.current_task())  # type: ignore[arg-type]  # the answer is in: stopping now changes nothing
         try:
             await self._record_outcome(incident_id, event)
         except Exception:  # alone from here on: an answer that cannot be written must not hold up the others
@@ -322,7 +376,7 @@ class Engine:
             if self._outcomes.get(incident_id) is waiting:  # from here on, later answers wait for the next step
                 del self._outcomes[incident_id]
             now, events = self.now(), list(waiting.events)
-            result = await self.steps.submit(lambda session: self.store.step_in(session, incident_id, events, now), urgent=False)
+            result = await self.steps.submit(lambda tx: self.store.step_in(tx, incident_id, events, now), incident_id, urgent=False)
             self._carry_out(incident_id, result)
         return result
 
@@ -345,7 +399,7 @@ class Engine:
             return
         text = NOTICES.get(command.kind, command.kind).format(incident=incident_id, by=command.by)
         # One short text, never a call: SMS when the contact has a phone, else push.
-        name = "sms" if contact.phone else "push" if contact.push_tokens else None
+        name = walk.SMS if contact.phone else walk.PUSH if contact.push_tokens else None
         channel = self.channels.get(name) if name else None
         if channel is None:
             return
@@ -370,114 +424,17 @@ class Engine:
     def _lock(self, incident_id: str) -> _IncidentLock:
         return _IncidentLock(self._locks, incident_id)
 
-    def _spawn(self, coro: Any, page_of: str | None = None) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if page_of is not None:
-            pages = self._page_tasks.setdefault(page_of, set())
-            pages.add(task)
-
-            def done(t: asyncio.Task[Any]) -> None:
-                pages.discard(t)
-                if not pages and self._page_tasks.get(page_of) is pages:
-                    del self._page_tasks[page_of]
-
-            task.add_done_callback(done)
+        return task
 
 
 @dataclass
 class _Outcomes:
     done: asyncio.Future[StepResult]
     events: list[Event] = field(default_factory=list)
-
-
-class StepBatcher:
-    """Group commit. Steps that arrive while a transaction is being written wait for the next one,
-    and share it: one commit for many steps, in arrival order. Alone, a step is written at once.
-
-    Steps of one incident never share a batch out of order: each waits for its incident's lock,
-    which its predecessor holds until its result is carried out.
-
-    Routine steps (recording what a provider answered: nobody waits on it to be paged) linger up to
-    LINGER seconds to share a transaction with others, and go after the urgent ones (openings,
-    windows, acknowledgements), which never wait for them to be queued. On PostgreSQL, where each
-    statement is a round trip, that takes a third of the transactions off the writer at 100
-    incidents/s, and the time it saves is what an opening waits for.
-    """
-
-    LIMIT = 256
-    LINGER = 0.02
-
-    def __init__(self, run_batch: Callable[[list[Any]], list[Any]]):
-        self.run_batch = run_batch
-        self._urgent: list[tuple[Any, asyncio.Future[Any]]] = []
-        self._routine: list[tuple[float, Any, asyncio.Future[Any]]] = []
-        self._wake = asyncio.Event()
-        self._worker: asyncio.Task[Any] | None = None
-
-    async def submit(self, call: Callable[[Any], Any], urgent: bool = True) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if urgent:
-            self._urgent.append((call, future))
-            self._wake.set()
-        else:
-            self._routine.append((loop.time(), call, future))
-        if self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._drain())
-        return await future
-
-    async def idle(self, timeout: float) -> None:
-        """Wait for the writer to finish what it took (shutdown: nothing may write after it)."""
-        if self._worker is not None and not self._worker.done():
-            await asyncio.wait({self._worker}, timeout=timeout)
-
-    def _next_batch(self) -> list[tuple[Any, asyncio.Future[Any]]]:
-        # A step whose caller went away (cancelled at shutdown) is not written: nobody would carry it out.
-        self._urgent = [(c, f) for c, f in self._urgent if not f.done()]
-        self._routine = [(t, c, f) for t, c, f in self._routine if not f.done()]
-        urgent, routine = self._urgent, self._routine
-        aged = asyncio.get_running_loop().time() - self.LINGER
-        ready = len(routine) if not urgent else next((i for i, (t, _, _) in enumerate(routine) if t > aged), len(routine))
-        # Under a flood of urgent steps, routine ones that waited their turn still get half of a batch.
-        take_routine = min(ready, self.LIMIT - min(len(urgent), self.LIMIT // 2))
-        take_urgent = min(len(urgent), self.LIMIT - take_routine)
-        batch = urgent[:take_urgent] + [(call, future) for _, call, future in routine[:take_routine]]
-        self._urgent, self._routine = urgent[take_urgent:], routine[take_routine:]
-        return batch
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._urgent or self._routine:
-            if not self._urgent and len(self._routine) < self.LIMIT:
-                left = self._routine[0][0] + self.LINGER - loop.time()
-                if left > 0:  # only routine steps: give others a moment to join them
-                    self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), left)
-                    except TimeoutError:
-                        pass
-            batch = self._next_batch()
-            if not batch:
-                continue
-            try:
-                results = await asyncio.to_thread(self.run_batch, [call for call, _ in batch])
-            except BaseException as exc:  # the one step of a batch of one failed: its caller retries
-                results = [exc] * len(batch)
-                if not isinstance(exc, Exception):  # cancelled: nobody will write these
-                    waiting = batch + self._urgent + [(c, f) for _, c, f in self._routine]
-                    for _, future in waiting:
-                        if not future.done():
-                            future.set_exception(RuntimeError("the step writer stopped"))
-                    raise
-            for (_, future), result in zip(batch, results):
-                if future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
 
 
 class _IncidentLock:

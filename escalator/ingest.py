@@ -16,13 +16,15 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from nats.aio.msg import Msg
-from sqlalchemy import exc as sa_exc
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sqlalchemy import exc as sa_exc
 
 from escalator import messages, walk
-from escalator.store.incidents import NewIncident, Rejected
+from escalator.answers import UNKNOWN
+from escalator.store.group_commit import Rejected
+from escalator.store.incidents import NewIncident
 
 log = logging.getLogger("escalator.ingest")
 
@@ -33,7 +35,11 @@ POISON_AFTER = 5  # a message failing the same way this many times in a row is r
 class EngineLike(Protocol):
     async def open(self, new: NewIncident) -> Any: ...
 
-    async def handle(self, incident_id: str, event: walk.Event, note_if_ignored: str | None = None) -> Any: ...
+    async def acknowledge(self, incident_id: str, by: str, channel: str | None, contact: str | None = None) -> Any: ...
+
+    async def pass_on(self, incident_id: str, by: str, channel: str | None) -> Any: ...
+
+    async def resolve(self, incident_id: str, by: str | None) -> Any: ...
 
     async def reject(self, reason: str, incident_id: str | None, msg_id: str) -> None: ...
 
@@ -48,14 +54,12 @@ async def dispatch(engine: EngineLike, message: messages.Urgent | messages.Ack |
         )
         return
     if isinstance(message, messages.Ack):
-        event: walk.Event = walk.Acknowledge(message.by, "nats")
-        note = f"acknowledgement by {message.by} over NATS changed nothing"
+        answer = await engine.acknowledge(message.id, message.by, walk.NATS)
     elif isinstance(message, messages.PassOn):
-        event, note = walk.Pass(message.by, "nats"), f"pass by {message.by} over NATS changed nothing"
+        answer = await engine.pass_on(message.id, message.by, walk.NATS)
     else:
-        event, note = walk.Resolve(message.by), f"resolve by {message.by or 'someone'} over NATS changed nothing"
-    result = await engine.handle(message.id, event, note)
-    if result.outcome == "unknown":
+        answer = await engine.resolve(message.id, message.by)
+    if answer.result == UNKNOWN:
         raise Rejected(f"no incident with id {message.id!r}", message.id)
 
 
@@ -82,6 +86,7 @@ class Ingest:
         self._room = asyncio.Event()
         self.consuming = asyncio.Event()  # set once the durable consumer is being fetched from
         self._failures: dict[str, tuple[str, int]] = {}  # stream sequence → (how it failed, times in a row)
+        self._psub: Any = None  # the pull subscription while fetching
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then finish what was fetched; rides out NATS outages.
@@ -99,6 +104,19 @@ class Ingest:
         # and the messages already handed on finish meanwhile.
 
     async def _consume(self, stop: asyncio.Event) -> None:
+        psub: Any = None
+        try:
+            psub = await self._fetching(stop)
+        finally:  # stopped, or failed (the supervisor starts it again): no subscription left behind
+            for sub in (psub, self._psub):
+                if sub is not None:
+                    try:
+                        await sub.unsubscribe()
+                    except Exception:
+                        pass
+            self._psub = None
+
+    async def _fetching(self, stop: asyncio.Event) -> Any:
         psub = None
         while not stop.is_set():
             if self.js is None:  # not connected yet (set by the daemon)
@@ -117,16 +135,18 @@ class Ingest:
                             max_ack_pending=10000,
                         ),
                     )
+                    self._psub = psub
                     self.consuming.set()
                 msgs = await self._fetch(psub)
             except (NatsTimeout, TimeoutError):
                 continue
             except Exception as exc:
                 log.warning("fetching incidents failed (%s: %s); retrying", type(exc).__name__, exc)
-                psub = None
+                psub = self._psub = None
                 await asyncio.sleep(1)
                 continue
             self.start(msgs)
+        return psub
 
     async def _fetch(self, psub: Any) -> list[Msg]:
         """What is waiting, up to a batch; if nothing is, the next message as soon as it arrives.

@@ -25,6 +25,7 @@ YAML_SUFFIXES = (".yaml", ".yml")
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 32  # mappings and lists nested in each other (a ladder file needs 5)
 MAX_VALUES = 100_000  # values in a file once its aliases are expanded
+MAX_ALIASES = 1_000
 _OPENS = {"BlockMappingStartToken", "BlockSequenceStartToken", "FlowMappingStartToken", "FlowSequenceStartToken"}
 _CLOSES = {"BlockEndToken", "FlowMappingEndToken", "FlowSequenceEndToken"}
 
@@ -117,17 +118,28 @@ def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]
 
 
 def _shape_problem(yaml: YAML, text: str, filename: str) -> Problem | None:
-    """Nesting deeper than MAX_DEPTH, found from the scanner's tokens (the scanner is iterative;
-    composing a deep document recurses once per level and would crash first)."""
-    depth = 0
+    """From the scanner's tokens, before anything is built (the scanner is iterative; composing a
+    deep document recurses once per level and would crash first): nesting deeper than MAX_DEPTH,
+    more than MAX_ALIASES aliases, and merge keys (`<<`), which the loader expands by copying
+    while it builds — a few kilobytes of them took minutes. Ladder files need none of them."""
+    depth = aliases = 0
+    after_key = False
     for token in yaml.scan(text):
         name = type(token).__name__
+        line = token.start_mark.line + 1
         if name in _OPENS:
             depth += 1
             if depth > MAX_DEPTH:
-                return Problem(f"nested deeper than {MAX_DEPTH} levels", file=filename, line=token.start_mark.line + 1)
+                return Problem(f"nested deeper than {MAX_DEPTH} levels", file=filename, line=line)
         elif name in _CLOSES:
             depth -= 1
+        elif name == "AliasToken":
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                return Problem(f"more than {MAX_ALIASES} YAML aliases", file=filename, line=line)
+        elif name == "ScalarToken" and after_key and getattr(token, "value", None) == "<<" and getattr(token, "plain", False):
+            return Problem("YAML merge keys (<<) are not accepted: write the keys out", file=filename, line=line)
+        after_key = name == "KeyToken"
     return None
 
 

@@ -27,7 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from escalator.errors import InvalidInput, Problem
 
-ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # E.164: a plus, a non-zero country-code digit, 8 to 15 digits in all.
 E164_RE = re.compile(r"\+[1-9][0-9]{7,14}")
 CHANNELS: tuple[str, ...] = ("voice", "sms", "push")
@@ -42,7 +42,7 @@ _DURATION_RE = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
 def _identifier(value: Any) -> Any:
-    if isinstance(value, str) and not ID_RE.fullmatch(value):
+    if isinstance(value, str) and not NAME_RE.fullmatch(value):
         raise PydanticCustomError(
             "identifier",
             "{value} is not a valid id: use 1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit",
@@ -113,11 +113,15 @@ def _timezone(value: str) -> str:
     return value
 
 
-def _unique(items: Sequence[str], what: str) -> None:
+def _unique(items: Sequence[str], what: str, key: str | None = None) -> None:
+    """Refuse a repeated item. The error names the repeat itself, not the list: its index (and
+    `key` within it) go in the context as `at`, which `validation_errors` appends to the location
+    (a duplicate leg name is `legs[1].name`, on that leg's line)."""
     seen: set[str] = set()
-    for item in items:
+    for index, item in enumerate(items):
         if item in seen:
-            raise PydanticCustomError("duplicate", "{what} {item} is listed twice", {"what": what, "item": repr(item)})
+            at = (index,) if key is None else (index, key)
+            raise PydanticCustomError("duplicate", "{what} {item} is listed twice", {"what": what, "item": repr(item), "at": at})
         seen.add(item)
 
 
@@ -201,7 +205,7 @@ class Ladder(_Strict):
     @field_validator("legs")
     @classmethod
     def _distinct_legs(cls, legs: tuple[Leg, ...]) -> tuple[Leg, ...]:
-        _unique([leg.name for leg in legs], "leg name")
+        _unique([leg.name for leg in legs], "leg name", key="name")
         return legs
 
     def window(self, leg_index: int) -> int:
@@ -312,6 +316,7 @@ def validation_errors(exc: ValidationError) -> list[tuple[tuple[Any, ...], str]]
     for err in exc.errors(include_url=False):
         # Literal/Annotated validators add the type name to the location; drop those parts.
         loc = tuple(p for p in err["loc"] if isinstance(p, int) or not str(p).startswith(("function-", "literal[")))
+        loc += tuple((err.get("ctx") or {}).get("at", ()))  # an item of the list, not the list (_unique)
         found.append((loc, err))
     out = []
     for loc, err in found:

@@ -23,14 +23,14 @@ MAX_MESSAGE_BYTES = 64 * 1024
 MAX_DETAILS_BYTES = 16 * 1024
 MAX_DEPTH = 32  # objects and arrays nested in each other, the body itself counting as 1
 MAX_NUMBER_CHARS = 64  # a number's literal, sign and exponent included
-ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+INCIDENT_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Newlines and tabs in a summary become spaces; other control characters are refused.
 _SPACES = re.compile(r"[ ]*[\t\n\r\v\f]+[ ]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _incident_id(value: Any) -> Any:
-    if isinstance(value, str) and not ID_RE.fullmatch(value):
+    if isinstance(value, str) and not INCIDENT_ID_RE.fullmatch(value):
         raise PydanticCustomError("incident_id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -")
     return value
 
@@ -190,7 +190,7 @@ def _parse(subject: str, data: bytes) -> Urgent | Ack | PassOn | Resolve:
     if not isinstance(body, dict):
         raise BadMessage("body must be a JSON object")
     raw_id = body.get("id")
-    incident_id = raw_id if isinstance(raw_id, str) and ID_RE.fullmatch(raw_id) else None
+    incident_id = raw_id if isinstance(raw_id, str) and INCIDENT_ID_RE.fullmatch(raw_id) else None
     try:
         return kind.model_validate(body)
     except ValidationError as exc:

@@ -94,6 +94,10 @@ class CircuitBreaker:
         if self.state != CLOSED:
             self._set(CLOSED)
 
+    def release(self) -> None:
+        """A call ended without telling anything about the provider (cancelled)."""
+        self._probing = False
+
     def failure(self) -> None:
         self._probing = False
         self.failures += 1
@@ -136,17 +140,26 @@ async def call(
         if not breaker.allow():
             raise BreakerOpen(breaker.name)
         try:
-            result = await attempt()
+            # The request's own deadline is the page's: a provider that has not answered by then
+            # failed, and says so here (counted), before anything outside cancels the page.
+            result = await asyncio.wait_for(attempt(), timeout=max(deadline - clock(), 0.001))
+        except TimeoutError:
+            breaker.failure()
+            raise ProviderError("transient: no answer from the provider before the page's window ended", transient=True) from None
         except ProviderError as exc:
             if exc.transient:
                 breaker.failure()
             else:
                 breaker.success()  # the provider answered; the request was wrong
             raise
+        except asyncio.CancelledError:
+            # Stopped from outside: the incident was taken or resolved, or the daemon is stopping.
+            # Nothing is known about the provider, so nothing is counted; a half-open probe is
+            # released for the next call.
+            breaker.release()
+            raise
         except BaseException:
-            # Cancelled (the page's window ended mid-call) or a bug: the outcome is unknown, which
-            # must still release a half-open probe, or the breaker would refuse every call forever.
-            breaker.failure()
+            breaker.failure()  # a bug: counted, and the half-open probe released with it
             raise
         breaker.success()
         return result

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from escalator.ack_tokens import MIN_KEY_BYTES
 from escalator.errors import InvalidInput, Problem
-from escalator.ladders import E164_RE, ID_RE
+from escalator.ladders import E164_RE, NAME_RE
 
 ENV_PREFIX = "ESCALATOR_"
 
@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     @field_validator("default_ladder")
     @classmethod
     def _ladder_id(cls, value: str | None) -> str | None:
-        if value is not None and not ID_RE.fullmatch(value):
+        if value is not None and not NAME_RE.fullmatch(value):
             raise ValueError(f"{value!r} is not a ladder name")
         return value or None
 

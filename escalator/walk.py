@@ -1,23 +1,42 @@
-"""The ladder walk as a pure state machine (SPEC §4), in the style of h11.
+"""The ladder walk as a pure state machine (SPEC §4), in the style of h11: everything that affects
+the walk lives here.
 
     decide(walk, event, now) -> (walk, commands)
 
 No I/O, no clock reads, no imports beyond the standard library: time arrives as an argument, and
-everything the outside world must do comes back as commands (page, arm or cancel the window,
-emit an event, notify). The daemon is a thin shell that records the result in one transaction
-and then carries the commands out.
+everything the outside world must do comes back as commands (page, arm or cancel the window, stop
+pages in flight, record a page's outcome, emit an event, notify). The daemon is a thin shell that
+records the result in one transaction and then carries the commands out. An event that changes
+nothing returns exactly one command, `Ignored`, with the reason (callers answer people from it).
+
+Invariants (checked by the property test in tests/test_walk.py):
+- `deadline` is set exactly while the walk is `open`; at most one window is armed (each
+  `ArmWindow` replaces the last; leaving `open` cancels it).
+- `live` holds only keys of the current leg's pages, and is empty unless the walk is `open`.
+- `seq` counts every emitted event of the incident: 1, 2, 3 … without gaps.
+- `paged` only grows; `acknowledged` and `resolved` never go back to walking.
+- No page is decided after an acknowledgement or a resolve.
 
 Rules, each a unit test in tests/test_walk.py:
-- Starting a leg pages every target (contact × channel) of the leg and arms its window.
+- Starting a leg pages every target (contact × channel) of the leg and arms its window. Which
+  channels can reach a contact (`reachable`) is decided here too: voice and SMS need a phone, push
+  needs a push token.
 - Window expiry ends the leg (`leg_timed_out`) and starts the next; after the last leg a new cycle
   starts while `cycles` is 0 or not yet reached; otherwise the walk is `exhausted`: everyone on
-  the ladder is paged at once and the incident stays open for acknowledgment.
-- The first acknowledgement wins: from anyone paged so far, or from an operator (no contact).
-- A pass ends the current leg now. A pass tied to an older leg (a late key press) changes nothing.
+  the ladder is paged at once and the incident stays open for acknowledgment. A window of a leg
+  that already ended is ignored.
+- The first acknowledgement wins: from anyone paged so far, or from an operator (no contact);
+  pages still in flight are stopped (`StopPages`) and the others paged get a short notice.
+- A pass ends the current leg now. A pass tied to an older leg (a late key press), or by someone
+  not on the current leg, changes nothing.
+- A page's outcome is recorded once: the same outcome again (a retry after an unclear commit)
+  changes nothing, and a failure reported first (a fast status callback) stays failed when the
+  provider's acceptance arrives after it.
 - When every page of the current leg has definitively failed, the next leg starts at once. The
   one exception: an unreachable *last* leg does not start a new cycle early; the window does, so
   a total outage pages once per window instead of spinning through the ladder.
 - Resolve stops everything. Acks and passes after an incident is closed change nothing.
+- A message refused for an existing incident is recorded in its timeline (`rejected`, next seq).
 """
 
 from __future__ import annotations
@@ -32,6 +51,26 @@ EXHAUSTED = "exhausted"
 ACKNOWLEDGED = "acknowledged"
 RESOLVED = "resolved"
 ACTIVE = (OPEN, EXHAUSTED)  # still waiting for somebody to take it
+
+# Pages: what is sent on, and what each page's row says happened to it.
+VOICE, SMS, PUSH = "voice", "sms", "push"
+CHANNELS = (VOICE, SMS, PUSH)
+NATS = "nats"  # acknowledgements and passes that arrive as NATS messages (an app gateway, the CLI)
+PAGE_PENDING, PAGE_SENT, PAGE_FAILED, PAGE_ABANDONED = "pending", "sent", "failed", "abandoned"
+
+# Why an event changed nothing (Ignored.kind): what the caller tells the person who sent it.
+TAKEN = "taken"  # somebody already acknowledged it
+CLOSED = "closed"  # resolved
+NOT_PAGED = "not_paged"  # this contact was never paged for the incident
+NOT_THIS_LEG = "not_this_leg"  # a pass from someone not on the current leg
+STALE = "stale"  # a window or a pass of a leg that is already over
+NOTHING_TO_PASS = "nothing_to_pass"  # the ladder is exhausted
+REPEAT = "repeat"  # the same thing again (an opening, a page's outcome)
+
+
+def reachable(channel: str, has_phone: bool, has_push: bool) -> bool:
+    """Can a contact be paged on this channel at all? Voice and SMS need a phone; push a token."""
+    return has_phone if channel in (VOICE, SMS) else has_push if channel == PUSH else False
 
 
 # -- the plan: what to walk, fixed when the incident opens -----------------------------------------
@@ -104,15 +143,26 @@ class Pass:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """What a page's row says so far, as the shell read it (the walk keeps no page rows)."""
+
+    status: str
+    ref: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class PageSent:
     page: PageCmd
     ref: str | None = None  # the provider's id for the page
+    recorded: Recorded | None = None  # the page's row before this outcome (None: no row)
 
 
 @dataclass(frozen=True)
 class PageFailed:
     page: PageCmd
     reason: str
+    recorded: Recorded | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +170,14 @@ class Resolve:
     by: str | None = None
 
 
-Event = Open | WindowExpired | Acknowledge | Pass | PageSent | PageFailed | Resolve
+@dataclass(frozen=True)
+class Reject:
+    """A message about this incident was refused (e.g. could not be processed)."""
+
+    reason: str
+
+
+Event = Open | WindowExpired | Acknowledge | Pass | PageSent | PageFailed | Resolve | Reject
 
 
 # -- commands: what the shell must do ---------------------------------------------------------------
@@ -170,7 +227,34 @@ class Notify:
     by: str
 
 
-Command = PageCmd | ArmWindow | CancelWindow | Emit | Notify
+@dataclass(frozen=True)
+class StopPages:
+    """Pages still being sent for this incident must stop: nobody may be rung after this."""
+
+
+@dataclass(frozen=True)
+class SetPage:
+    """Record a page's outcome on its row."""
+
+    key: str
+    status: str
+    ref: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """The event changed nothing. `kind` is one of the reasons above; `reason` says it in words;
+    `by` names who has the incident when it was already taken; `noteworthy`: worth a line in the
+    incident's timeline (something a person or a publisher did, not a timer or a provider)."""
+
+    kind: str
+    reason: str
+    by: str | None = None
+    noteworthy: bool = True
+
+
+Command = PageCmd | ArmWindow | CancelWindow | Emit | Notify | StopPages | SetPage | Ignored
 
 
 # -- the state ---------------------------------------------------------------------------------------
@@ -252,7 +336,7 @@ class _Step:
         leg = self.walk.plan.legs[leg_index]
         deadline = self.now + timedelta(seconds=leg.window_s)
         pages = [
-            PageCmd(f"c{cycle}.l{leg_index}.{contact}.{channel}", contact, channel, cycle, leg_index, leg.name, leg.window_s)
+            PageCmd(page_key(cycle, leg_index, contact, channel), contact, channel, cycle, leg_index, leg.name, leg.window_s)
             for contact, channel in leg.targets
         ]
         self.set(
@@ -296,7 +380,7 @@ class _Step:
             for contact, channel in leg.targets:
                 if (contact, channel) not in seen:
                     seen.add((contact, channel))
-                    pages.append(PageCmd(f"x.{contact}.{channel}", contact, channel, w.cycle, index, leg.name, leg.window_s))
+                    pages.append(PageCmd(exhaustion_key(contact, channel), contact, channel, w.cycle, index, leg.name, leg.window_s))
         self.set(paged=w.paged | {p.contact for p in pages})
         self.commands.extend(pages)
 
@@ -305,14 +389,34 @@ def new(incident_id: str, plan: Plan) -> Walk:
     return Walk(incident_id=incident_id, plan=plan)
 
 
+def page_key(cycle: int, leg_index: int, contact: str, channel: str) -> str:
+    return f"c{cycle}.l{leg_index}.{contact}.{channel}"
+
+
+def exhaustion_key(contact: str, channel: str) -> str:
+    return f"x.{contact}.{channel}"
+
+
+def is_current(walk: Walk, key: str) -> bool:
+    """Does this page still matter: one of the current leg's live pages, or an exhaustion page while
+    the walk is exhausted? (A page interrupted by a crash is re-sent only if so.)"""
+    return key in walk.live or (walk.status == EXHAUSTED and key.startswith("x."))
+
+
+def _closed(walk: Walk) -> Ignored:
+    if walk.status == ACKNOWLEDGED:
+        return Ignored(TAKEN, f"already acknowledged by {walk.acked_by}", by=walk.acked_by)
+    return Ignored(CLOSED, "already resolved")
+
+
 def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]]:
-    """The next state and the commands to carry out. An event that changes nothing returns no commands."""
+    """The next state and the commands to carry out; an event that changes nothing: `[Ignored(…)]`."""
     step = _Step(walk, now)
     status = walk.status
 
     if isinstance(event, Open):
         if status != NEW:
-            return walk, []
+            return walk, [Ignored(REPEAT, f"already opened (incident is {status})")]
         plan = walk.plan
         step.emit("opened", ladder=plan.ladder, version=plan.version, **event.details)
         if not any(leg.targets for leg in plan.legs):
@@ -323,34 +427,47 @@ def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]
 
     elif isinstance(event, WindowExpired):
         if status != OPEN or (event.cycle, event.leg_index) != (walk.cycle, walk.leg_index):
-            return walk, []  # a stale timer: that leg already ended
+            return walk, [Ignored(STALE, "a stale window: that leg already ended", noteworthy=False)]
         step.emit("leg_timed_out", **step.leg_fields())
         step.advance()
 
     elif isinstance(event, Acknowledge):
-        if status not in ACTIVE or (event.contact is not None and event.contact not in walk.paged):
-            return walk, []
+        if status not in ACTIVE:
+            return walk, [_closed(walk)]
+        if event.contact is not None and event.contact not in walk.paged:
+            return walk, [Ignored(NOT_PAGED, f"{event.contact} was not paged for this incident")]
         step.set(status=ACKNOWLEDGED, acked_by=event.by, deadline=None, live=frozenset())
-        step.commands.append(CancelWindow())
+        step.commands += [CancelWindow(), StopPages()]
         step.emit("acknowledged", by=event.by, channel=event.channel, contact=event.contact, **step.leg_fields())
         step.commands.extend(Notify(c, "taken", event.by) for c in sorted(walk.paged) if c not in (event.contact, event.by))
 
     elif isinstance(event, Pass):
+        if status in (ACKNOWLEDGED, RESOLVED):
+            return walk, [_closed(walk)]
         if status != OPEN:
-            return walk, []
+            return walk, [Ignored(NOTHING_TO_PASS, "every leg has been paged: there is nobody to pass it to")]
         if event.cycle is not None and (event.cycle, event.leg_index) != (walk.cycle, walk.leg_index):
-            return walk, []  # a pass for a leg that is already over
+            return walk, [Ignored(STALE, "that leg is already over")]
         if event.contact is not None and event.contact not in walk.leg.contacts:
-            return walk, []
+            return walk, [Ignored(NOT_THIS_LEG, f"{event.contact} is not on the current leg ({walk.leg.name})")]
         step.emit("passed", by=event.by, channel=event.channel, contact=event.contact, **step.leg_fields())
         step.advance()
 
     elif isinstance(event, PageSent):
-        page = event.page
+        page, recorded = event.page, event.recorded
+        if recorded is not None and recorded.status == PAGE_SENT and recorded.ref == event.ref:
+            return walk, [Ignored(REPEAT, "the same outcome again", noteworthy=False)]
+        if recorded is not None:  # a failure reported first (a fast status callback) stays failed
+            kept = PAGE_SENT if recorded.status == PAGE_PENDING else recorded.status
+            step.commands.append(SetPage(page.key, kept, event.ref, recorded.reason))
         step.emit("page_sent", contact=page.contact, channel=page.channel, cycle=page.cycle, leg=page.leg, leg_index=page.leg_index)
 
     elif isinstance(event, PageFailed):
-        page = event.page
+        page, recorded = event.page, event.recorded
+        if recorded is not None and recorded.status == PAGE_FAILED and recorded.reason == event.reason:
+            return walk, [Ignored(REPEAT, "the same outcome again", noteworthy=False)]
+        if recorded is not None:
+            step.commands.append(SetPage(page.key, PAGE_FAILED, recorded.ref, event.reason))
         step.emit(
             "page_failed", contact=page.contact, channel=page.channel, cycle=page.cycle, leg=page.leg,
             leg_index=page.leg_index, reason=event.reason,
@@ -362,12 +479,35 @@ def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]
 
     elif isinstance(event, Resolve):
         if status not in (*ACTIVE, ACKNOWLEDGED):
-            return walk, []
+            return walk, [Ignored(CLOSED, "already resolved")]
         step.set(status=RESOLVED, closed_by=event.by, deadline=None, live=frozenset())
-        step.commands.append(CancelWindow())
+        step.commands += [CancelWindow(), StopPages()]
         step.emit("resolved", by=event.by)
+
+    elif isinstance(event, Reject):
+        step.emit("rejected", reason=event.reason)
 
     else:  # pragma: no cover - the type union is closed
         raise TypeError(f"unknown event {event!r}")
 
     return step.walk, step.commands
+
+
+def ignored(commands: list[Command]) -> Ignored | None:
+    """The reason a decision changed nothing, or None when it changed something."""
+    if len(commands) == 1 and isinstance(commands[0], Ignored):
+        return commands[0]
+    return None
+
+
+def describe(event: Event) -> str:
+    """An event in a few words, for the timeline's notes ("acknowledgement by alice over sms")."""
+    if isinstance(event, (Acknowledge, Pass)):
+        verb = "acknowledgement" if isinstance(event, Acknowledge) else "pass"
+        how = {VOICE: "by key press", SMS: "over SMS", PUSH: "from the app", NATS: "over NATS"}.get(event.channel or "", "by an operator")
+        return f"{verb} by {event.by} {how}"
+    if isinstance(event, Resolve):
+        return f"resolve by {event.by or 'someone'}"
+    if isinstance(event, Open):
+        return "repeated urgent message"
+    return type(event).__name__

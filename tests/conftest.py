@@ -143,3 +143,9 @@ legs:
   - name: fallback
     contacts: [carol, bob]
 """
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked slow (real outages, crash loops, several replicas: tens of seconds each) start
+    first, so that across the parallel workers (pytest-xdist) none is left running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

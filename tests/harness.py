@@ -19,7 +19,7 @@ from typing import Any
 
 import nats
 
-from escalator.channels.recording import RecordingChannel
+from tests.recording import RecordingChannel
 from escalator.daemon import Daemon
 from escalator.settings import load_settings
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from escalator.channels.recording import RecordingChannel
+from tests.recording import RecordingChannel
 from tests.conftest import Cli
 from tests.harness import NatsServer, eventually, running_daemon, settings_for, stream_events
 from tests.test_engine import PEOPLE
@@ -123,3 +123,25 @@ def test_incident_text_is_shown_as_it_is_never_as_markup(cli: Cli, db_url, tmp_p
     assert "[/] in [red]B-wing[/red]" in shown.stdout and "\x1b[" not in shown.stdout
     assert "[link=https://evil.example]" in shown.stdout
     assert "mk-1" in listed.stdout and "[/]" in listed.stdout
+
+
+def test_times_shown_to_people_are_in_the_ladders_time_zone(cli: Cli, db_url, tmp_path) -> None:
+    """`ladder show` and `incident show/list` agree: the ladder's zone for people, UTC in JSON."""
+    from datetime import UTC, datetime
+
+    from escalator.store.db import make_engine
+    from escalator.store.incidents import IncidentStore, NewIncident
+
+    people = PEOPLE.replace("ladder: slow\n", "ladder: slow\ntimezone: America/Chicago\n")
+    assert cli("apply", write(tmp_path / "people.yaml", people)).exit_code == 0
+    engine = make_engine(db_url)
+    try:
+        IncidentStore(engine).open(NewIncident("tz-1", "slow", "No heat"), None, datetime(2026, 12, 1, 9, 30, tzinfo=UTC))
+    finally:
+        engine.dispose()
+    shown, listed = cli("incident", "show", "tz-1").stdout, cli("incident", "list").stdout
+    assert "opened 2026-12-01 03:30:00 CST · deadline 2026-12-01 03:31:00 CST" in shown  # the 60 s window
+    assert shown.count("03:30:00 CST") >= 3 and "UTC" not in shown  # and the timeline's rows
+    assert "2026-12-01 03:30:00 CST" in listed and "UTC" not in listed
+    data = json.loads(cli("incident", "show", "tz-1", "--json").stdout)
+    assert data["opened_at"] == "2026-12-01T09:30:00.000Z"

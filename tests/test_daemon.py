@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from escalator.channels.recording import RecordingChannel
+from tests.recording import RecordingChannel
 from escalator.metrics import Metrics
 from escalator.web import HttpServer, create_app
 from tests.harness import DaemonProcess, NatsServer, eventually, free_port, publish, running_daemon, settings_for

@@ -143,25 +143,32 @@ def test_slow_and_idle_connections_are_closed() -> None:
                 slow.append((reader, writer))
             body_stall = await asyncio.open_connection("127.0.0.1", port)  # headers whole, the body never comes
             body_stall[1].write(b"POST /twilio/sms HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+            pipelined = await asyncio.open_connection("127.0.0.1", port)  # the same, behind a request answered first
+            pipelined[1].write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nPOST /twilio/sms HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            first = await asyncio.wait_for(pipelined[0].readuntil(b"ok\n"), 5)
+            assert first.startswith(b"HTTP/1.1 200")
             started = time.monotonic()
-            closed = 0
-            for reader, writer in [*slow, body_stall]:
+
+            async def closed_by_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
                 try:
                     writer.write(b"X")
                     data = await asyncio.wait_for(reader.read(100), 5)
-                    closed += data == b"" or data.startswith(b"HTTP/1.1")
+                    return data == b"" or data.startswith(b"HTTP/1.1")
                 except ConnectionError:  # reset: closed by the server too
-                    closed += 1
+                    return True
                 except TimeoutError:
-                    pass
-                writer.close()
+                    return False
+                finally:
+                    writer.close()
+
+            closed = sum(await asyncio.gather(*(closed_by_server(r, w) for r, w in [*slow, body_stall, pipelined])))
             elapsed = time.monotonic() - started
             # meanwhile and afterwards a normal request is served at once
             health = await raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             return closed, elapsed, health
 
     closed, elapsed, health = asyncio.run(scenario())
-    assert closed == 51 and elapsed < 5
+    assert closed == 52 and elapsed < 5
     assert health.startswith(b"HTTP/1.1 200")
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import nats
 
-from escalator import bus, walk
+from escalator import jetstream
+from escalator.answers import UNKNOWN, Answer
 from escalator.ingest import Ingest
 from escalator.store.incidents import StepResult
 from tests.harness import NatsServer, eventually, publish
@@ -32,9 +33,18 @@ class FlakyEngine:
         self.calls.append(("open", new.id))
         return StepResult("opened")
 
-    async def handle(self, incident_id: str, event: walk.Event, note_if_ignored: str | None = None) -> StepResult:
-        self.calls.append((type(event).__name__, incident_id))
-        return StepResult("changed" if ("open", incident_id) in self.calls else "unknown")
+    async def acknowledge(self, incident_id: str, by: str, channel: str | None, contact: str | None = None) -> Answer:
+        return self._act("Acknowledge", incident_id)
+
+    async def pass_on(self, incident_id: str, by: str, channel: str | None) -> Answer:
+        return self._act("Pass", incident_id)
+
+    async def resolve(self, incident_id: str, by: str | None) -> Answer:
+        return self._act("Resolve", incident_id)
+
+    def _act(self, what: str, incident_id: str) -> Answer:
+        self.calls.append((what, incident_id))
+        return Answer("done" if ("open", incident_id) in self.calls else UNKNOWN, incident_id)
 
     async def reject(self, reason: str, incident_id: str | None, msg_id: str) -> None:
         self.calls.append(("rejected", incident_id or "?"))
@@ -44,7 +54,7 @@ async def consume(server: NatsServer, engine: Any, messages: list[tuple[str, dic
     """Publish `messages`, run ingest with `engine` until `until()` holds; returns the consumer's info."""
     nc = await nats.connect(server.url)
     js = nc.jetstream()
-    await bus.ensure_streams(js)
+    await jetstream.ensure_streams(js)
     for subject, body in messages:
         await publish(server.url, subject, body)
     ingest = Ingest(engine)
@@ -95,8 +105,14 @@ class StubbornEngine:
         self.opened.append(new.id)
         return StepResult("opened")
 
-    async def handle(self, incident_id: str, event: walk.Event, note_if_ignored: str | None = None) -> StepResult:
-        return StepResult("unknown")
+    async def acknowledge(self, incident_id: str, by: str, channel: str | None, contact: str | None = None) -> Answer:
+        return Answer(UNKNOWN, incident_id)
+
+    async def pass_on(self, incident_id: str, by: str, channel: str | None) -> Answer:
+        return Answer(UNKNOWN, incident_id)
+
+    async def resolve(self, incident_id: str, by: str | None) -> Answer:
+        return Answer(UNKNOWN, incident_id)
 
     async def reject(self, reason: str, incident_id: str | None, msg_id: str) -> None:
         self.rejected.append((reason, incident_id))

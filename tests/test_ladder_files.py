@@ -38,8 +38,8 @@ CASES = {
     "legs missing": ("ladder: a\ndescription: x\n", 1, "legs", "is required"),
     "empty leg": ("ladder: a\nlegs:\n  - name: p\n    contacts: []\n", 4, "legs[0].contacts", "must not be empty"),
     "leg without contacts": ("ladder: a\nlegs:\n  - name: p\n", 3, "legs[0].contacts", "is required"),
-    "duplicate leg names": (
-        "ladder: a\nlegs:\n" + GOOD_LEG + GOOD_LEG, 2, "legs", "leg name 'primary' is listed twice"
+    "duplicate leg names": (  # the second leg's own line and field, not the `legs:` line
+        "ladder: a\nlegs:\n" + GOOD_LEG + GOOD_LEG, 5, "legs[1].name", "leg name 'primary' is listed twice"
     ),
     "bad leg name": ("ladder: a\nlegs:\n  - name: Primary Leg\n    contacts: [alice]\n", 3, "legs[0].name", "not a valid id"),
     "unknown channel": (
@@ -48,10 +48,16 @@ CASES = {
     ),
     "no channels": ("ladder: a\nlegs:\n  - name: p\n    contacts: [alice]\n    channels: []\n", 5, "legs[0].channels", "empty"),
     "repeated channel": (
-        "ladder: a\nlegs:\n  - name: p\n    contacts: [alice]\n    channels: [sms, sms]\n", 5, "legs[0].channels", "twice"
+        "ladder: a\nlegs:\n  - name: p\n    contacts: [alice]\n    channels: [sms, sms]\n", 5, "legs[0].channels[1]", "twice"
     ),
     "repeated contact in leg": (
-        "ladder: a\nlegs:\n  - name: p\n    contacts: [alice, alice]\n", 4, "legs[0].contacts", "twice"
+        "ladder: a\nlegs:\n  - name: p\n    contacts: [alice, alice]\n", 4, "legs[0].contacts[1]", "twice"
+    ),
+    "repeated contact on its own line": (
+        "ladder: a\nlegs:\n  - name: p\n    contacts:\n      - alice\n      - bob\n      - alice\n", 7, "legs[0].contacts[2]", "twice"
+    ),
+    "repeated push token": (
+        "contacts:\n  - id: a\n    name: A\n    push_tokens:\n      - t1\n      - t1\n", 6, "contacts[0].push_tokens[1]", "twice"
     ),
     "unknown ladder key": ("ladder: a\nescalate_to: ceo\nlegs:\n" + GOOD_LEG, 2, "escalate_to", "unknown key"),
     "unknown leg key": (
@@ -243,3 +249,17 @@ def test_shared_aliases_within_the_bound_still_load(tmp_path: Path) -> None:
     text = CONTACTS_YAML + "---\nladder: shared\nlegs:\n  - name: a\n    contacts: &who [alice]\n  - name: b\n    contacts: *who\n"
     declared = ladder_files.load([write(tmp_path / "ok.yaml", text)])
     assert [leg.contacts for leg in declared.ladders[0][0].legs] == [("alice",), ("alice",)]
+
+
+def test_yaml_merge_keys_and_alias_floods_are_refused_before_loading(tmp_path: Path) -> None:
+    import time
+
+    merges = "a: &a {" + ", ".join(f"k{i}: {i}" for i in range(1000)) + "}\n" + "".join(f"m{i}: {{<<: *a}}\n" for i in range(1000))
+    started = time.monotonic()
+    [problem] = refusals(tmp_path, merges + "ladder: x\nlegs:\n" + GOOD_LEG)  # took 155 s to load
+    assert time.monotonic() - started < 5 and problem.line == 2 and "merge keys" in problem.message
+    flood = "a: &a x\nb: [" + ", ".join(["*a"] * 1001) + "]\nladder: x\nlegs:\n" + GOOD_LEG
+    [problem] = refusals(tmp_path, flood, "flood.yaml")
+    assert problem.line == 2 and "more than 1000 YAML aliases" in problem.message
+    quoted = CONTACTS_YAML.replace("name: Alice Ng", "name: '<<'")  # a quoted "<<" is just text
+    assert ladder_files.load([write(tmp_path / "q.yaml", quoted)]).contacts[0][0].name == "<<"

@@ -54,7 +54,7 @@ def test_a_full_walk_logs_json_with_incident_ids_and_no_phone_or_secret(ladders,
     assert token not in text and key not in text
     about_incidents = [
         line for line in lines
-        if line["logger"].startswith(("escalator.channels", "escalator.acks")) or "log-1" in line["message"]
+        if line["logger"].startswith(("escalator.channels", "escalator.webhooks")) or "log-1" in line["message"]
     ]
     assert len(about_incidents) >= 5
     assert all(line.get("incident_id") == "log-1" for line in about_incidents), [

@@ -60,7 +60,7 @@ def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path) -> None:
         started = time.monotonic()
         with read_session(engine) as session:
             assert session.execute(sa.text("SELECT count(*) FROM t")).scalar() == 0
-        assert time.monotonic() - started < 1.0  # not the 30 s busy timeout
+        assert time.monotonic() - started < 5.0  # not the 30 s busy timeout
         writer.rollback()
         writer.close()
     finally:

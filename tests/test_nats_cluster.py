@@ -8,7 +8,7 @@ import json
 import nats
 import pytest
 
-from escalator.channels.recording import RecordingChannel
+from tests.recording import RecordingChannel
 from tests.harness import NatsCluster, eventually, running_daemon, settings_for
 from tests.test_engine import ladders, urgent  # noqa: F401 - fixture
 
@@ -53,7 +53,7 @@ def test_losing_one_node_of_three_loses_no_incident(ladders, db_url, tmp_path) -
             for i in range(1, 6):
                 await publish_any(others, "incidents.urgent", urgent(f"c-{i}", "slow"), f"c-{i}")
             await eventually(lambda: {f"c-{i}" for i in range(6)} <= {p.page.incident_id for p in recorder.pages}, timeout=45)
-            await eventually(lambda: not daemon.store.outbox_batch(1), timeout=30)
+            await eventually(lambda: not daemon.outbox.waiting(1), timeout=30)
             nc = await nats.connect(servers=others)
             js = nc.jetstream()
             seen = set()

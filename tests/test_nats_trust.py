@@ -15,8 +15,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from escalator.bus import Trust
-from escalator.channels.recording import RecordingChannel
+from escalator.jetstream import Trust
+from tests.recording import RecordingChannel
 from tests.conftest import REPO, Cli, write
 from tests.harness import BIN, eventually, free_port, running_daemon
 from tests.test_engine import PEOPLE, ladders, settings, urgent  # noqa: F401 - fixtures
@@ -102,8 +102,24 @@ def test_the_shipped_account_layout_lets_each_role_do_only_its_part(ladders, db_
             await publisher.subscribe("_INBOX_escalator.>")  # the messages JetStream delivers to escalator
             with pytest.raises(Exception):
                 await publisher.jetstream().stream_info("INCIDENTS")
+            # A publish whose reply subject aims JetStream's acknowledgement at escalator's own
+            # subjects: the acknowledgement goes back to the publisher's account, never there.
+            injected: list[bytes] = []
+
+            async def on_injected(msg) -> None:
+                injected.append(msg.data)
+
+            watcher = await nats.connect(url, user="escalator", password=PASSWORDS["ESCALATOR_NATS_PASSWORD"], inbox_prefix="_INBOX_escalator")
+            await watcher.subscribe("escalations.>", cb=on_injected)
+            await watcher.flush()
+            before = (await watcher.jetstream().stream_info("ESCALATIONS")).state.messages
+            for target in ("escalations.acknowledged", "$JS.API.STREAM.PURGE.INCIDENTS", "$JS.API.STREAM.DELETE.ESCALATIONS"):
+                await publisher.publish("incidents.urgent", json.dumps(urgent(f"inj-{len(injected)}", "slow")).encode(), reply=target)
             await publisher.flush()
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)
+            stream_after = await watcher.jetstream().stream_info("ESCALATIONS")
+            incidents_after = await watcher.jetstream().stream_info("INCIDENTS")
+            await watcher.close()
             still_open = daemon.store.get("t-1").status
             obs_errors: list[str] = []
             observer = await _client(url, "observer", obs_errors)
@@ -125,9 +141,14 @@ def test_the_shipped_account_layout_lets_each_role_do_only_its_part(ladders, db_
             await eventually(lambda: any(e["event"] == "acknowledged" for e in seen))
             await publisher.close()
             await observer.close()
-            return anonymous, pub_errors, still_open, obs_errors, refused, allowed, daemon.store.get("t-1")
+            injection = (injected, before, stream_after.state.messages, incidents_after.state.messages)
+            return anonymous, pub_errors, still_open, obs_errors, refused, allowed, daemon.store.get("t-1"), injection
 
-    anonymous, pub_errors, still_open, obs_errors, refused, allowed, row = asyncio.run(scenario())
+    anonymous, pub_errors, still_open, obs_errors, refused, allowed, row, injection = asyncio.run(scenario())
+    injected, events_before, events_after, incidents_kept = injection
+    assert not [m for m in injected if b'"stream"' in m]  # no JetStream acknowledgement landed on escalations.>
+    assert all(json.loads(m).get("event") for m in injected)  # only escalator's own events
+    assert incidents_kept >= 4  # the stream was neither purged nor deleted
     assert any("authorization violation" in e.lower() for e in anonymous)
     violations = " | ".join(pub_errors).lower()
     for subject in ("incidents.ack", "incidents.resolve", "escalations.>", "_inbox_escalator.>", "$js.api.stream.info.incidents"):

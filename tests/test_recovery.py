@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from escalator.channels.recording import RecordingChannel
+from tests.recording import RecordingChannel
 from escalator.store.incidents import IncidentStore
 from tests.harness import DaemonProcess, NatsServer, eventually, free_port, publish, running_daemon, stream_events
 from tests.test_engine import PEOPLE, ladders, nats_server, settings, urgent  # noqa: F401 - fixtures
@@ -66,7 +66,7 @@ def test_kill9_mid_leg_continues_at_the_right_leg(ladders, db_url, nats_server, 
         assert restarted_at <= second.at.timestamp() <= restarted_at + 5.0
     else:  # the window fires at its original deadline, as if nothing happened
         assert restarted_at < first_deadline.timestamp()
-        assert 0 <= second.at.timestamp() - first_deadline.timestamp() < 1.0, (second.at, first_deadline)
+        assert 0 <= second.at.timestamp() - first_deadline.timestamp() < 3.0, (second.at, first_deadline)  # not a new window
     sent = [(e.data["leg_index"], e.data["contact"], e.data["channel"]) for e in events if e.event == "page_sent"]
     assert sorted(s for s in sent if s[0] == 0) == [(0, "alice", "push"), (0, "alice", "sms"), (0, "alice", "voice")]
     assert sorted(s for s in sent if s[0] == 1) == [(1, "bob", "sms"), (1, "bob", "voice")]
@@ -88,14 +88,14 @@ def test_nats_restart_mid_walk_loses_no_event(ladders, db_url, nats_server, tmp_
             await recorder.wait_for(3)
             nats_server.stop()  # NATS gone mid-walk: windows keep firing, pages keep going out
             await recorder.wait_for(3 + 2 + 3, timeout=10)
-            assert daemon.store.outbox_batch(1000)  # events wait in the outbox
+            assert daemon.outbox.waiting(1000)  # events wait in the outbox
             ready = await daemon.readiness()
             assert ready["database"]["ok"] and not ready["nats"]["ok"]
             await asyncio.sleep(0.5)
             nats_server.start()
             await eventually(lambda: daemon.store.get("inc-nats").status == "exhausted", timeout=20)
             await eventually(lambda: [e.event for e in daemon.store.timeline("inc-nats")[0]].count("page_sent") == 16)
-            await eventually(lambda: not daemon.store.outbox_batch(1), timeout=30)
+            await eventually(lambda: not daemon.outbox.waiting(1), timeout=30)
             # and a new incident published after the outage walks too
             await publish(nats_server.url, "incidents.urgent", urgent("inc-after", "slow"), "inc-after")
             await eventually(lambda: any(p.page.incident_id == "inc-after" for p in recorder.pages), timeout=20)

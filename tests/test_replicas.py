@@ -91,7 +91,7 @@ class Cluster:
 
 
 @contextlib.asynccontextmanager
-async def cluster(pg_url: str, nats_url: str, tmp_path: Path, size: int) -> AsyncIterator[Cluster]:
+async def cluster(pg_url: str, nats_url: str, tmp_path: Path, size: int, **env_extra: str) -> AsyncIterator[Cluster]:
     db = make_engine(pg_url)
     migrate.upgrade(db)
     Catalog(db).apply(ladder_files.load([write(tmp_path / "relay.yaml", RELAY)]), "test", clock.now())
@@ -104,7 +104,7 @@ async def cluster(pg_url: str, nats_url: str, tmp_path: Path, size: int) -> Asyn
                 "ESCALATOR_PUBLIC_URL": f"http://127.0.0.1:{port}", "ESCALATOR_DATA_DIR": str(tmp_path / f"r{i}"),
                 "ESCALATOR_REPLICA_ID": f"r{i}", "ESCALATOR_DRY_RUN": "false", "ESCALATOR_PUSH_SIGNING_KEY": "shared-test-key-" + "s" * 32,
                 "ESCALATOR_TWILIO_ACCOUNT_SID": double.account_sid, "ESCALATOR_TWILIO_AUTH_TOKEN": double.auth_token,
-                "ESCALATOR_TWILIO_FROM": "+14155550100", "ESCALATOR_TWILIO_API_URL": double.url,
+                "ESCALATOR_TWILIO_FROM": "+14155550100", "ESCALATOR_TWILIO_API_URL": double.url, **env_extra,
             }
             replicas.append(Replica(f"r{i}", DaemonProcess(env, tmp_path / f"r{i}.log")))
         await asyncio.gather(*(asyncio.to_thread(r.process.start) for r in replicas))
@@ -167,7 +167,7 @@ def test_kill9_of_the_driving_replica_another_continues_at_the_same_leg_and_dead
     assert heir != victim and took_over <= 15.0, (heir, took_over)
     legs = c.legs("inc-k9")
     assert [(cycle, leg) for cycle, leg, _ in legs] == [(1, 0), (1, 1)]  # no leg skipped, none repeated
-    assert 0 <= legs[1][2] - deadline < 1.0  # the heir fired alice's window at its original deadline
+    assert 0 <= legs[1][2] - deadline < 3.0  # the heir fired alice's window at its original deadline (not 20 s later)
     assert len(c.to(ALICE)) == 2 and len(c.to(BOB)) == 2  # alice's pages were confirmed before the kill: none repeated
 
 
@@ -192,7 +192,7 @@ def test_an_sms_ack_at_a_replica_that_does_not_drive_the_incident_stops_the_walk
     assert owner != other and status == 200 and "inc-sms" in reply
     row = c.store.get("inc-sms")
     assert row.status == "acknowledged" and row.acked_by == "alice" and row.owner is None
-    assert stopped_after < 2.0  # the owner heard at once (the event on NATS), not at its next lease renewal
+    assert stopped_after < 3.0  # the owner heard at once (the event on NATS), not at its next lease renewal
     assert c.to(BOB) == [] and [(cycle, leg) for cycle, leg, _ in c.legs("inc-sms")] == [(1, 0)]
     ack = next(e for e in c.store.timeline("inc-sms")[0] if e.event == "acknowledged")
     assert (ack.data["channel"], ack.data["contact"]) == ("sms", "alice")
@@ -217,5 +217,73 @@ def test_sigterm_hands_the_incidents_over_at_once(pg_url, nats_server, tmp_path)
     assert handed_over < 3.0, handed_over  # released on SIGTERM, claimed on the heir's next round (1 s)
     legs = c.legs("inc-term")
     assert [(cycle, leg) for cycle, leg, _ in legs] == [(1, 0), (1, 1)]
-    assert 0 <= legs[1][2] - deadline < 1.0
+    assert 0 <= legs[1][2] - deadline < 3.0  # at the original deadline, not a new 20 s window
     assert len(c.to(ALICE)) == 2 and len(c.to(BOB)) == 2  # a clean hand-over repeats nothing
+
+
+def _seen_in_order(seen: list[tuple[str, int]]) -> dict[str, list[int]]:
+    """Per incident, the seqs a subscriber received, repeats dropped: must be 1, 2, 3 … in order."""
+    out: dict[str, list[int]] = {}
+    for incident_id, seq in seen:
+        got = out.setdefault(incident_id, [])
+        if seq not in got:
+            got.append(seq)
+    return out
+
+
+def test_a_plain_subscriber_sees_each_event_once_with_three_replicas(pg_url, nats_server, tmp_path) -> None:
+    """The replicas share the outbox: each (incident, seq) reaches a core subscriber of escalations.>
+    once. After a kill -9, at most what the dead replica had in flight comes again, in order."""
+    import nats
+
+    first = [f"once-{i}" for i in range(20)]
+    second = [f"kill-{i}" for i in range(10)]
+
+    async def scenario():
+        async with cluster(pg_url, nats_server.url, tmp_path, 3, ESCALATOR_WINDOW_SCALE="0.1") as c:  # 2 s legs
+            seen: list[tuple[str, int]] = []
+
+            async def on_event(msg) -> None:
+                data = json.loads(msg.data)
+                seen.append((data["incident_id"], data["seq"]))
+
+            nc = await nats.connect(nats_server.url)
+            await nc.subscribe("escalations.>", cb=on_event)
+
+            def settled(ids: list[str]) -> bool:  # walked to the end, every event published
+                rows = [c.store.get(i) for i in ids]
+                if not all(r is not None and r.status == "exhausted" for r in rows):
+                    return False
+                expected = sum(len(c.store.timeline(i)[0]) for i in ids)
+                return len({e for e in seen if e[0] in ids}) == expected
+
+            for incident_id in first:
+                await publish(nats_server.url, "incidents.urgent", urgent(incident_id), incident_id)
+            await eventually(lambda: settled(first), timeout=60, interval=0.25)
+            await asyncio.sleep(1.5)  # a replica publishing a copy late would show now
+            phase_one = list(seen)
+            for incident_id in second:
+                await publish(nats_server.url, "incidents.urgent", urgent(incident_id), incident_id)
+            await eventually(lambda: all(c.owner(i) for i in second), timeout=15)
+            victim = c.owner(second[0])
+            await asyncio.to_thread(c.replica(victim).process.kill9)
+            await eventually(lambda: settled(second), timeout=90, interval=0.25)
+            await asyncio.sleep(1.5)
+            await nc.close()
+            timelines = {i: [e.seq for e in c.store.timeline(i)[0]] for i in first + second}
+            return phase_one, seen, timelines
+
+    phase_one, seen, timelines = asyncio.run(scenario())
+    first_counts = {}
+    for key in phase_one:
+        first_counts[key] = first_counts.get(key, 0) + 1
+    repeats = {k: n for k, n in first_counts.items() if n > 1}
+    assert repeats == {} and len(first_counts) == sum(len(timelines[i]) for i in first)  # each event once
+    in_order = _seen_in_order(seen)
+    for incident_id, seqs in timelines.items():
+        assert in_order[incident_id] == seqs == list(range(1, len(seqs) + 1)), incident_id  # all, in order
+    second_seen = [k for k in seen if k[0] in second]
+    repeated_after_kill = len(second_seen) - len(set(second_seen))
+    assert repeated_after_kill <= 50  # at most what the dead replica had in flight
+    print(f"\nthree replicas: {len(phase_one)} events for {len(first)} incidents, each seen once; after a kill -9, "
+          f"{repeated_after_kill} events seen twice (in flight at the kill), every incident's events in order")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from escalator import clock
-from escalator.channels.recording import RecordingChannel
+from tests.recording import RecordingChannel
 from escalator.engine import Engine
-from escalator.leases import LeaseKeeper
+from escalator.lease_keeper import LeaseKeeper
 from escalator.metrics import Metrics
 from escalator.store.incidents import IncidentStore, NewIncident
 from escalator.store.leases import Leases
@@ -112,14 +112,14 @@ def test_pages_still_retrying_stop_when_somebody_takes_the_incident(ladders) -> 
 
     async def scenario() -> Engine:
         engine = await paging_while_alice_hangs(store, "inc-stop")
-        assert engine._page_tasks.get("inc-stop")
+        assert "inc-stop" in engine.paging()
         await engine.handle("inc-stop", Acknowledge("ops"))
         await eventually(lambda: {p.status for p in store.pages("inc-stop")} == {"failed"}, timeout=5)
         await engine.stop()
         return engine
 
     engine = asyncio.run(scenario())
-    assert engine._page_tasks == {} and engine._stopped == set()
+    assert engine.paging() == set()
     pages = store.pages("inc-stop")
     assert {p.reason for p in pages} == {"stopped: the incident was taken or resolved"}
     events = [e.event for e in store.timeline("inc-stop")[0]]

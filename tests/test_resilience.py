@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -175,10 +176,44 @@ def test_a_cancelled_probe_does_not_leave_the_breaker_stuck_half_open() -> None:
             await task
 
     run(cut_off())
-    assert breaker.state == OPEN  # an unknown outcome counts as a failed probe ...
-    clock.now += 30
+    assert breaker.state == HALF_OPEN and breaker.allow()  # not counted against the provider; the probe is free again
+    breaker.release()
     assert run(call(Provider("ok"), breaker, deadline=clock() + 60, clock=clock, sleep=clock.sleep)) == "ok"
-    assert breaker.state == CLOSED  # ... and the next cool-down lets a probe through again
+    assert breaker.state == CLOSED
+
+
+def test_cancelled_calls_never_count_as_provider_failures() -> None:
+    """Pages stopped because someone took the incident are not the provider's failures: five such
+    stops in a row must not open a breaker against a provider nothing is wrong with."""
+    clock = VirtualTime()
+    breaker = CircuitBreaker("voice", failure_threshold=5, clock=clock)
+
+    async def hang() -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    async def stops() -> None:
+        for _ in range(10):
+            task = asyncio.ensure_future(call(hang, breaker, deadline=clock() + 60, clock=clock, sleep=clock.sleep))
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    run(stops())
+    assert breaker.state == CLOSED and breaker.failures == 0
+
+
+def test_a_provider_silent_until_the_deadline_is_a_counted_failure() -> None:
+    breaker = CircuitBreaker("sms", failure_threshold=1)
+
+    async def hang() -> str:
+        await asyncio.Event().wait()
+        return "never"
+
+    with pytest.raises(ProviderError, match="no answer from the provider"):
+        run(call(hang, breaker, deadline=time.monotonic() + 0.05))
+    assert breaker.state == OPEN
 
 
 def test_an_unexpected_error_releases_the_probe_too() -> None:

@@ -150,7 +150,7 @@ def test_provider_urls_must_be_https_unless_loopback(monkeypatch: pytest.MonkeyP
 
 
 def test_nats_trust_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from escalator.bus import Trust
+    from escalator.jetstream import Trust
 
     creds = tmp_path / "escalator.creds"
     creds.write_text("-----BEGIN NATS USER JWT-----\n")

@@ -119,6 +119,26 @@ def test_replacing_codes_locks_the_old_ones_and_gives_longer_new_ones(ladders) -
     assert not set(before.values()) & set(after.values()) and len(set(after.values())) == 2
     assert codes.find(PHONE, before["r-1"]) is None and codes.find(PHONE, after["r-1"]).incident_id == "r-1"
     assert codes.strike(PHONE, now) == 1  # counting starts over
+    assert codes.replace_codes(PHONE, now) == []  # under the limit (or replaced by another replica meanwhile): nothing
+    assert codes.current("r-1", "c1.l0.alice.sms").code == after["r-1"]
+    late = codes.latest(PHONE, before["r-1"], now)
+    assert late is not None and late.replaced_at is not None  # known, for a polite answer, but not open
+
+
+def test_a_replaced_code_is_not_given_out_again_within_72_hours(ladders) -> None:
+    """A late reply with an old code must never reach another page."""
+    store = IncidentStore(ladders.engine, codes=SmsCodes(ladders.engine, Narrow(3)))
+    codes = SmsCodes(ladders.engine, Narrow(3))
+    open_incident(store, "old")
+    [old] = [p.code for p in codes.open_pages(PHONE)]
+    now = clock.now()
+    for _ in range(5):
+        codes.strike(PHONE, now)
+    codes.replace_codes(PHONE, now)
+    for i in range(3):  # Narrow picks from three codes first: a reused one would show here
+        open_incident(store, f"new-{i}")
+    given = [p.code for p in codes.open_pages(PHONE) if p.incident_id.startswith("new-")]
+    assert old not in given and len(set(given)) == 3
 
 
 def test_a_number_with_thousands_of_codes_still_gets_one_in_a_few_lookups(ladders) -> None:

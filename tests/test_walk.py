@@ -13,6 +13,7 @@ from escalator.walk import (
     ArmWindow,
     CancelWindow,
     Emit,
+    Ignored,
     LegPlan,
     Notify,
     Open,
@@ -21,7 +22,11 @@ from escalator.walk import (
     PageSent,
     Pass,
     Plan,
+    Recorded,
+    Reject,
     Resolve,
+    SetPage,
+    StopPages,
     WindowExpired,
     decide,
 )
@@ -57,6 +62,13 @@ def pages(cmds) -> list[tuple[str, str]]:
 
 def expire(walk, at):
     return decide(walk, WindowExpired(walk.cycle, walk.leg_index), at)
+
+
+def unchanged(result, walk, kind: str, by: str | None = None) -> None:
+    """The decision changed nothing and says why."""
+    after, cmds = result
+    assert after == walk and len(cmds) == 1 and isinstance(cmds[0], Ignored), cmds
+    assert cmds[0].kind == kind and cmds[0].reason and cmds[0].by == by, cmds[0]
 
 
 def test_open_pages_the_first_leg_on_every_channel_and_arms_its_window() -> None:
@@ -108,7 +120,7 @@ def test_cycles_reached_exhausts_and_pages_everyone_at_once() -> None:
     assert walk.status == "exhausted" and walk.deadline is None
     assert not [c for c in cmds if isinstance(c, ArmWindow)]
     # still open for acknowledgment, and no more timers to act on
-    assert expire(walk, t + timedelta(hours=1)) == (walk, [])
+    unchanged(expire(walk, t + timedelta(hours=1)), walk, w.STALE)
     acked, cmds = decide(walk, Acknowledge("erin-the-operator"), t + timedelta(hours=1))
     assert acked.status == "acknowledged" and emits(cmds) == ["acknowledged"]
 
@@ -123,8 +135,9 @@ def test_first_ack_wins_and_stops_everything() -> None:
     }
     assert pages(cmds) == []
     # a second ack, a pass, the old window: nothing changes, nothing is paged
-    for event in (Acknowledge("bob", "voice", None), Pass("alice", "voice", "alice"), WindowExpired(1, 0)):
-        assert decide(walk, event, T0 + timedelta(seconds=40)) == (walk, [])
+    unchanged(decide(walk, Acknowledge("bob", "voice", None), T0), walk, w.TAKEN, by="alice")
+    unchanged(decide(walk, Pass("alice", "voice", "alice"), T0), walk, w.TAKEN, by="alice")
+    unchanged(decide(walk, WindowExpired(1, 0), T0), walk, w.STALE)
 
 
 def test_ack_from_someone_paged_earlier_in_the_walk() -> None:
@@ -137,7 +150,7 @@ def test_ack_from_someone_paged_earlier_in_the_walk() -> None:
 
 def test_ack_from_someone_never_paged_is_ignored_but_operators_may_ack() -> None:
     walk, _ = opened()
-    assert decide(walk, Acknowledge("carol", "sms", "carol"), T0) == (walk, [])
+    unchanged(decide(walk, Acknowledge("carol", "sms", "carol"), T0), walk, w.NOT_PAGED)
     walk2, cmds = decide(walk, Acknowledge("ops-manager"), T0)
     assert walk2.status == "acknowledged" and [c for c in cmds if isinstance(c, Notify)] == [Notify("alice", "taken", "ops-manager")]
 
@@ -153,8 +166,8 @@ def test_pass_ends_the_leg_now() -> None:
 def test_late_pass_for_an_older_leg_changes_nothing() -> None:
     walk, _ = opened()
     walk, _ = expire(walk, T0 + timedelta(seconds=120))
-    assert decide(walk, Pass("alice", "voice", "alice", 1, 0), T0 + timedelta(seconds=130)) == (walk, [])
-    assert decide(walk, Pass("alice", "sms", "alice"), T0 + timedelta(seconds=130)) == (walk, [])  # not on this leg
+    unchanged(decide(walk, Pass("alice", "voice", "alice", 1, 0), T0 + timedelta(seconds=130)), walk, w.STALE)
+    unchanged(decide(walk, Pass("alice", "sms", "alice"), T0 + timedelta(seconds=130)), walk, w.NOT_THIS_LEG)
     walk2, cmds = decide(walk, Pass("ops"), T0 + timedelta(seconds=130))  # an operator passes the current leg
     assert walk2.leg_index == 2 and emits(cmds)[0] == "passed"
 
@@ -241,8 +254,9 @@ def test_resolve_stops_everything_and_later_acks_change_nothing() -> None:
     walk, _ = opened()
     walk, cmds = decide(walk, Resolve("dispatcher"), T0 + timedelta(seconds=30))
     assert walk.status == "resolved" and CancelWindow() in cmds and emits(cmds) == ["resolved"]
-    for event in (Acknowledge("alice", "sms", "alice"), Pass("alice"), WindowExpired(1, 0), Resolve("x"), Open()):
-        assert decide(walk, event, T0 + timedelta(seconds=60)) == (walk, [])
+    for event, kind in ((Acknowledge("alice", "sms", "alice"), w.CLOSED), (Pass("alice"), w.CLOSED),
+                        (WindowExpired(1, 0), w.STALE), (Resolve("x"), w.CLOSED), (Open(), w.REPEAT)):
+        unchanged(decide(walk, event, T0 + timedelta(seconds=60)), walk, kind)
     # page results still reach the audit timeline, but move nothing
     walk2, cmds = decide(walk, PageFailed(PageCmd("c1.l0.alice.sms", "alice", "sms", 1, 0, "primary", 120), "x"), T0)
     assert emits(cmds) == ["page_failed"] and walk2.status == "resolved"
@@ -270,15 +284,70 @@ def test_state_round_trips_through_plain_dicts() -> None:
     assert again == walk
 
 
-def test_the_walk_imports_nothing_but_the_standard_library() -> None:
+def test_the_walk_imports_only_what_its_allow_list_names() -> None:
+    """Pure: no I/O, no clock, no library; if this list grows, something impure crept in."""
     import ast
-    import sys
     from pathlib import Path
 
+    allowed = {"__future__", "dataclasses", "datetime", "typing"}
     tree = ast.parse(Path(w.__file__).read_text())
-    modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    modules |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert modules <= set(sys.stdlib_module_names) | {"__future__"}, modules
+    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert modules == allowed, modules
+
+
+def test_an_acknowledgement_stops_pages_in_flight_and_a_resolve_too() -> None:
+    walk, _ = opened()
+    _, acked = decide(walk, Acknowledge("alice", "voice", "alice"), T0)
+    _, resolved = decide(walk, Resolve("ops"), T0)
+    assert StopPages() in acked and StopPages() in resolved
+    _, passed = decide(walk, Pass("ops"), T0)
+    assert StopPages() not in passed  # a pass moves on; the old leg's pages may still be answered
+
+
+def test_page_outcomes_are_recorded_once_and_a_failure_reported_first_stays_failed() -> None:
+    walk, _ = opened()
+    sms = _page(walk, "alice", "sms")
+    _, cmds = decide(walk, PageSent(sms, "SM1", Recorded("pending")), T0)
+    assert SetPage(sms.key, "sent", "SM1", None) in cmds and emits(cmds) == ["page_sent"]
+    unchanged(decide(walk, PageSent(sms, "SM1", Recorded("sent", "SM1")), T0), walk, w.REPEAT)  # a retry of the same answer
+    _, cmds = decide(walk, PageSent(sms, "SM1", Recorded("failed", None, "undelivered")), T0)  # the callback came first
+    assert SetPage(sms.key, "failed", "SM1", "undelivered") in cmds
+    _, cmds = decide(walk, PageFailed(sms, "undelivered", Recorded("sent", "SM1")), T0)
+    assert SetPage(sms.key, "failed", "SM1", "undelivered") in cmds and emits(cmds) == ["page_failed"]
+    unchanged(decide(walk, PageFailed(sms, "undelivered", Recorded("failed", "SM1", "undelivered")), T0), walk, w.REPEAT)
+    _, cmds = decide(walk, PageFailed(sms, "x"), T0)  # no row known: the event is still recorded
+    assert emits(cmds) == ["page_failed"] and not [c for c in cmds if isinstance(c, SetPage)]
+
+
+def test_a_rejected_message_takes_the_next_seq_whatever_the_status() -> None:
+    walk, cmds = opened()
+    for state in (walk, decide(walk, Resolve("ops"), T0)[0]):
+        after, cmds = decide(state, Reject("could not be processed"), T0)
+        assert emits(cmds) == ["rejected"] and cmds[0].seq == state.seq + 1 and cmds[0].fields == {"reason": "could not be processed"}
+        assert after.status == state.status and after.seq == state.seq + 1
+
+
+def test_which_channels_reach_whom_and_which_pages_still_matter() -> None:
+    assert w.reachable("voice", True, False) and w.reachable("sms", True, False) and not w.reachable("push", True, False)
+    assert w.reachable("push", False, True) and not w.reachable("voice", False, True) and not w.reachable("fax", True, True)
+    walk, _ = opened()
+    assert w.is_current(walk, "c1.l0.alice.voice") and not w.is_current(walk, "c1.l1.bob.voice")
+    walk, _ = expire(walk, T0 + timedelta(minutes=2))
+    assert not w.is_current(walk, "c1.l0.alice.voice") and w.is_current(walk, "c1.l1.bob.sms")
+    done, _ = decide(walk, Acknowledge("bob", "sms", "bob"), T0)
+    assert not w.is_current(done, "c1.l1.bob.sms")
+
+
+def test_every_ignored_acknowledgement_says_why_in_words() -> None:
+    walk, _ = opened()
+    taken, _ = decide(walk, Acknowledge("alice", "sms", "alice"), T0)
+    _, cmds = decide(taken, Acknowledge("bob", "voice"), T0)
+    assert cmds[0].reason == "already acknowledged by alice" and cmds[0].noteworthy
+    _, cmds = decide(walk, Acknowledge("zoe", "sms", "zoe"), T0)
+    assert cmds[0].reason == "zoe was not paged for this incident"
+    assert w.describe(Acknowledge("bob", "sms", "bob")) == "acknowledgement by bob over SMS"
+    assert w.describe(Pass("ops", "nats")) == "pass by ops over NATS"
 
 
 # -- properties ------------------------------------------------------------------------------------
@@ -331,6 +400,15 @@ def test_properties_of_any_walk(cycles: int, script: list[str]) -> None:
             assert walk.cycle <= cycles
         # the window is armed exactly while the walk is open
         assert (walk.deadline is not None) == (walk.status == "open")
+        # an event that changes nothing says why, and nothing else
+        decided = step not in ("fail", "sent") or before.live
+        if decided and walk == before:
+            assert len(cmds) == 1 and isinstance(cmds[0], Ignored) and cmds[0].reason
+        elif decided:
+            assert not [c for c in cmds if isinstance(c, Ignored)]
+        # live pages only of the current leg, and only while walking
+        assert all(k.startswith(f"c{walk.cycle}.l{walk.leg_index}.") for k in walk.live)
+        assert walk.live == frozenset() or walk.status == "open"
         # seq is dense
         seqs = [c.seq for c in cmds if isinstance(c, Emit)]
         assert seqs == list(range(before.seq + 1, before.seq + 1 + len(seqs)))

@@ -74,6 +74,7 @@ class TwilioDouble:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        self.hang = False  # let hanging requests answer: aiohttp's cleanup would wait 60 s for them
         for task in list(self._tasks):
             task.cancel()
         if self.session:

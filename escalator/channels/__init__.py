@@ -41,8 +41,18 @@ class Outcome:
     dead_tokens: tuple[str, ...] = ()  # push tokens the provider says no longer exist
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """Where a page stands with its provider, in the provider's own word (`status`), and what it
+    means: `final`, nothing more will change; `ok`, it reached the person or is on its way.
+    Each adapter knows its provider's vocabulary; nothing outside it does."""
+
+    status: str
+    final: bool
+    ok: bool
+
+
 TEST_TEXT = "Test page from escalator: this phone receives pages. No reply needed."
-TERMINAL = {"delivered", "undelivered", "failed", "completed", "busy", "no-answer", "canceled", "accepted", "dry-run"}
 
 
 class Channel(Protocol):
@@ -50,7 +60,7 @@ class Channel(Protocol):
 
     async def send(self, page: Page) -> Outcome: ...
 
-    async def delivery_status(self, ref: str) -> str: ...
+    async def delivery_status(self, ref: str) -> Delivery: ...
 
     async def notify(self, contact: Contact, incident_id: str, text: str) -> None: ...
 
@@ -77,8 +87,8 @@ class DryRunChannel:
     async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
         log.info("DRY-RUN %s notice to %s for incident %s: %s", self.name, contact.id, incident_id, text)
 
-    async def delivery_status(self, ref: str) -> str:
-        return "dry-run"
+    async def delivery_status(self, ref: str) -> Delivery:
+        return Delivery("dry-run", final=True, ok=True)
 
     async def close(self) -> None:
         return None
@@ -93,8 +103,8 @@ class NotConfiguredChannel:
     async def send(self, page: Page) -> Outcome:
         return Outcome(False, reason="not configured")
 
-    async def delivery_status(self, ref: str) -> str:
-        return "not configured"
+    async def delivery_status(self, ref: str) -> Delivery:
+        return Delivery("not configured", final=True, ok=False)
 
     async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
         return None

@@ -21,7 +21,7 @@ from google.auth import exceptions as google_exceptions
 from google.auth.transport import requests as google_requests
 
 from escalator import resilience
-from escalator.channels import Outcome, Page, describe
+from escalator.channels import Delivery, Outcome, Page, describe
 from escalator.ladders import Contact
 from escalator.resilience import BreakerOpen, CircuitBreaker, ProviderError
 
@@ -140,8 +140,9 @@ class FcmChannel:
         except (google_exceptions.TransportError, google_exceptions.RefreshError) as exc:
             raise ProviderError(f"transient: cannot get an FCM access token ({type(exc).__name__})", transient=True) from None
 
-    async def delivery_status(self, ref: str) -> str:
-        return "accepted"  # FCM confirms acceptance; delivery to the device is not reported back
+    async def delivery_status(self, ref: str) -> Delivery:
+        # FCM confirms acceptance; delivery to the device is not reported back.
+        return Delivery("accepted", final=True, ok=True)
 
     async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
         if not contact.push_tokens or self.breaker.state == resilience.OPEN:

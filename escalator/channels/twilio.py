@@ -19,7 +19,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from escalator import replies, resilience
-from escalator.channels import TEST_TEXT, Outcome, Page, describe
+from escalator.channels import TEST_TEXT, Delivery, Outcome, Page, describe
 from escalator.ladders import Contact
 from escalator.resilience import BreakerOpen, CircuitBreaker, ProviderError
 
@@ -66,6 +66,28 @@ class _HttpClient(AsyncTwilioHttpClient):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+# Twilio's words for where a call or a text stands (its status callbacks and REST resources), and
+# what each means here. Only this adapter reads them.
+_FAILED = {"voice": {"busy", "failed", "no-answer", "canceled"}, "sms": {"undelivered", "failed"}}
+_DONE = {"voice": {"completed"}, "sms": {"delivered", "read"}}
+FAILED, FINISHED = "failed", "finished"
+
+
+def callback_outcome(channel: str, status: str) -> str | None:
+    """A status callback's meaning: FAILED (the page did not reach the person: feeds the walk's
+    "nobody reachable" rule), FINISHED (it did: noted in the timeline), or None (still under way)."""
+    if status in _FAILED.get(channel, ()):
+        return FAILED
+    if status in _DONE.get(channel, ()):
+        return FINISHED
+    return None
+
+
+def delivery(channel: str, status: str) -> Delivery:
+    outcome = callback_outcome(channel, status)
+    return Delivery(status, final=outcome is not None, ok=outcome != FAILED)
 
 
 def make_client(account_sid: str, auth_token: str, api_url: str) -> Client:
@@ -133,14 +155,16 @@ class TwilioChannel:
         except Exception as exc:  # a notice is best effort; it never blocks anything
             log.warning("notice to %s failed: %s", contact.id, type(exc).__name__)
 
-    async def delivery_status(self, ref: str) -> str:
+    async def delivery_status(self, ref: str) -> Delivery:
         """Twilio's current status of a message or call (for `escalator contact test`)."""
         try:
             if self.name == "sms":
-                return str((await self.client.messages(ref).fetch_async()).status)
-            return str((await self.client.calls(ref).fetch_async()).status)
+                status = str((await self.client.messages(ref).fetch_async()).status)
+            else:
+                status = str((await self.client.calls(ref).fetch_async()).status)
         except (TwilioRestException, ProviderError) as exc:
-            return f"unknown ({getattr(exc, 'msg', None) or getattr(exc, 'reason', exc)})"
+            return Delivery(f"unknown ({getattr(exc, 'msg', None) or getattr(exc, 'reason', exc)})", final=True, ok=False)
+        return delivery(self.name, status)
 
     async def close(self) -> None:
         await self.client.http_client.close()

@@ -148,22 +148,19 @@ def test_page(
             what = "push tokens" if name == "push" else "phone"
             raise InvalidInput(Problem(f"contact {contact.id!r} has no {what} for {name}", field="--channel"))
     results = asyncio.run(_send_tests(st.settings, contact, wanted, wait))
-    for name, status, detail in results:
+    for name, status, _, detail in results:
         typer.echo(f"{name}: {status}" + (f" ({detail})" if detail else ""))
-    if any(status not in GOOD for _, status, _ in results):
+    if not all(ok for _, _, ok, _ in results):
         raise typer.Exit(1)
 
 
-GOOD = {"delivered", "completed", "accepted", "dry-run", "sent", "in-progress", "ringing", "queued"}
-
-
-async def _send_tests(settings, contact: Contact, names: list[str], wait: float) -> list[tuple[str, str, str]]:  # noqa: ANN001
+async def _send_tests(settings, contact: Contact, names: list[str], wait: float) -> list[tuple[str, str, bool, str]]:  # noqa: ANN001
     import asyncio
     import time
     import uuid
 
     from escalator.ack_tokens import AckTokens, signing_key
-    from escalator.channels import TERMINAL, Page
+    from escalator.channels import Delivery, Page
     from escalator.daemon import build_channels
     from escalator.metrics import Metrics
 
@@ -174,15 +171,15 @@ async def _send_tests(settings, contact: Contact, names: list[str], wait: float)
             page = Page(f"test-{uuid.uuid4().hex[:10]}", "test", name, contact, "Test page from escalator", 0, "test", wait, test=True)
             outcome = await channels[name].send(page)
             if not outcome.ok:
-                results.append((name, "failed", outcome.reason or ""))
+                results.append((name, "failed", False, outcome.reason or ""))
                 continue
-            status, deadline = "sent", time.monotonic() + wait
+            delivery, deadline = Delivery("sent", final=False, ok=True), time.monotonic() + wait
             while time.monotonic() < deadline:
-                status = await channels[name].delivery_status(outcome.ref or "")
-                if status in TERMINAL or status.startswith("unknown"):
+                delivery = await channels[name].delivery_status(outcome.ref or "")
+                if delivery.final:
                     break
                 await asyncio.sleep(1)
-            results.append((name, status, outcome.ref or ""))
+            results.append((name, delivery.status, delivery.ok, outcome.ref or ""))
     finally:
         for ch in channels.values():
             await ch.close()

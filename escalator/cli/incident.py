@@ -46,7 +46,7 @@ async def _publish(settings: Any, subject: str, body: bytes, msg_id: str) -> Any
     from nats.errors import NoRespondersError
     from nats.js.errors import NoStreamResponseError
 
-    from escalator import bus
+    from escalator import jetstream
     from escalator.logs import mask
 
     logging.getLogger("nats").setLevel(logging.CRITICAL)  # its tracebacks are not for the terminal
@@ -57,7 +57,7 @@ async def _publish(settings: Any, subject: str, body: bytes, msg_id: str) -> Any
         errors.append(mask(" ".join(str(exc).split()))[:200])
 
     try:
-        nc = await bus.connect(settings.nats_servers, name="escalator-cli", forever=False, trust=bus.Trust.of(settings),
+        nc = await jetstream.connect(settings.nats_servers, name="escalator-cli", forever=False, trust=jetstream.Trust.of(settings),
                                error_cb=remember)
     except Exception as exc:
         detail = errors[-1] if errors else type(exc).__name__
@@ -67,7 +67,7 @@ async def _publish(settings: Any, subject: str, body: bytes, msg_id: str) -> Any
         try:
             return await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id}, timeout=5)
         except (NoRespondersError, NoStreamResponseError):  # no stream yet (escalator never ran here): make it
-            await bus.ensure_streams(js)
+            await jetstream.ensure_streams(js)
             return await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id}, timeout=5)
     except Exception as exc:
         await asyncio.sleep(0.1)  # a refusal by the server arrives as an error beside the timeout
@@ -142,16 +142,18 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """Recent incidents, newest first."""
-    rows = _store(ctx).list(active_only=open_only, limit=limit)
+    store = _store(ctx)
+    rows = store.list(active_only=open_only, limit=limit)
     if as_json:
         print_json([_summary(r) for r in rows])
         return
+    zones = store.timezones((r.ladder, r.version) for r in rows)  # times in each ladder's own zone (SPEC §2)
     table = Table("id", "status", "ladder", "leg", "opened", "summary", "acked by")
     for r in rows:
         s = r.state
         leg = r.plan["legs"][s["leg_index"]]["name"] if r.status == "open" else "-"
         table.add_row(r.id, r.status, f"{r.ladder} v{r.version}", f"{leg} (cycle {s['cycle']})" if leg != "-" else "-",
-                      when(r.opened_at), r.summary, r.acked_by or "")
+                      when(r.opened_at, zones.get((r.ladder, r.version), "UTC")), r.summary, r.acked_by or "")
     console().print(table if rows else "no incidents")
 
 
@@ -188,13 +190,14 @@ def show(ctx: typer.Context, incident_id: IdArg, as_json: JsonOpt = False) -> No
         )
         return
     out = console()
+    zone = store.timezones([(row.ladder, row.version)]).get((row.ladder, row.version), "UTC")
     out.print(styled((row.id, "bold"), f" {row.status} — {row.summary}"))
-    extra = f" · deadline {when(row.deadline)}" if row.deadline else ""
-    out.print(f"ladder {row.ladder} v{row.version} · opened {when(row.opened_at)}{extra}" + (f" · taken by {row.acked_by}" if row.acked_by else ""))
+    extra = f" · deadline {when(row.deadline, zone)}" if row.deadline else ""
+    out.print(f"ladder {row.ladder} v{row.version} · opened {when(row.opened_at, zone)}{extra}" + (f" · taken by {row.acked_by}" if row.acked_by else ""))
     table = Table("seq", "at", "event", "leg", "contact", "channel", "by / reason")
     rows = [(e.at, str(e.seq), e.event, e.data) for e in events] + [(n.at, "-", "note", {"reason": n.note}) for n in notes]
     for at, seq, event, data in sorted(rows, key=lambda r: (r[0], r[1] == "-")):
         leg = f"{data['leg']} (c{data['cycle']})" if "leg" in data else ""
-        table.add_row(seq, when(at), event, leg, data.get("contact", ""), data.get("channel", ""),
+        table.add_row(seq, when(at, zone), event, leg, data.get("contact", ""), data.get("channel", ""),
                       data.get("by") or data.get("reason") or "")
     out.print(table)

@@ -3,6 +3,7 @@ nothing; an inbound SMS is handled once per MessageSid, a key press once per cal
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -24,6 +25,11 @@ _FIRST = {
 }
 
 
+def _stored(key: str) -> str:
+    """Keys fit the column whole: a long one (a 128-character incident id in it) by its digest."""
+    return key if len(key) <= 200 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
 class HandledCallbacks:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -31,13 +37,13 @@ class HandledCallbacks:
     def first(self, key: str, now: datetime) -> bool:
         """Record `key`; True if it was not recorded before (act on it), False for a replay."""
         with write_session(self.engine) as session:
-            inserted = session.execute(_FIRST[self.engine.dialect.name], {"key": key[:200], "at": now}).first()
+            inserted = session.execute(_FIRST[self.engine.dialect.name], {"key": _stored(key), "at": now}).first()
             return inserted is not None
 
     def forget(self, key: str) -> None:
         """Acting on it failed: a retry by Twilio must be acted on."""
         with write_session(self.engine) as session:
-            session.execute(sa.delete(_TABLE).where(_TABLE.c.key == key[:200]))
+            session.execute(sa.delete(_TABLE).where(_TABLE.c.key == _stored(key)))
 
     def prune(self, now: datetime) -> int:
         with write_session(self.engine) as session:

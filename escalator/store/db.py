@@ -8,7 +8,6 @@ every SQLite connection runs in autocommit at the driver level and each transact
 from __future__ import annotations
 
 import fcntl
-import functools
 import os
 import socket
 from collections.abc import Iterator
@@ -94,26 +93,6 @@ def write_session(engine: Engine, *, catalog: bool = False) -> Iterator[Session]
         if catalog and engine.dialect.name == "postgresql":
             session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": CATALOG_LOCK_KEY})
         yield session
-
-
-def queue_insert(session: Session, table: sa.Table, row: dict[str, Any]) -> None:
-    """Add a row to be inserted just before the transaction commits, with the others of its table
-    in one executemany (a group commit writes hundreds of timeline, outbox and page rows)."""
-    queued = session.info.get("queued_rows")
-    if queued is None:
-        queued = session.info["queued_rows"] = {}
-        sa.event.listen(session, "before_commit", _insert_queued)
-    queued.setdefault(table, []).append(row)
-
-
-def _insert_queued(session: Session) -> None:
-    for table, rows in session.info.pop("queued_rows", {}).items():
-        session.execute(_insert_statement(table), rows)
-
-
-@functools.cache
-def _insert_statement(table: sa.Table) -> sa.Insert:
-    return sa.insert(table)
 
 
 @contextmanager

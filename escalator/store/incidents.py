@@ -8,7 +8,7 @@ or none of it, and recovery can tell exactly what was decided and what was sent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -17,12 +17,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
 from escalator import walk as walk_
-from escalator.ladders import ID_RE, Contact, Ladder
-from escalator.store.db import queue_insert, read_session, write_session
-from escalator.store.sms_codes import SmsCodes
+from escalator.ladders import NAME_RE, Contact, Ladder
+from escalator.store.db import read_session, write_session
+from escalator.store.group_commit import Rejected, write_one
+from escalator.store.sms_codes import CodeRequest, SmsCodes
+from escalator.store.tx import Tx
 from escalator.store.tables import (
     ContactRow,
     DeadPushTokenRow,
@@ -34,13 +35,13 @@ from escalator.store.tables import (
     OutboxRow,
     PageRow,
 )
-from escalator.walk import Emit, Event, PageCmd, PageFailed, PageSent, Plan, Walk
+from escalator.walk import Emit, Event, Ignored, PageCmd, PageFailed, PageSent, Plan, Recorded, Walk
 
 EVENT_PREFIX = "escalations"
 
 # The step path's statements, built once: building and keying a statement anew cost more than
 # running it (cProfile), and a group commit runs thousands a second.
-_INCIDENTS, _PAGES = IncidentRow.__table__, PageRow.__table__
+_INCIDENTS, _PAGES, _NOTES = IncidentRow.__table__, PageRow.__table__, IncidentNoteRow.__table__
 _READ_INCIDENT = (
     sa.select(
         _INCIDENTS.c.plan, _INCIDENTS.c.state, _INCIDENTS.c.status, _INCIDENTS.c.summary, _INCIDENTS.c.acked_by,
@@ -91,15 +92,6 @@ class NewIncident:
     details: dict[str, Any] | None = None
 
 
-class Rejected(Exception):
-    """The message cannot become (or act on) an incident; `reason` goes to `escalations.rejected`."""
-
-    def __init__(self, reason: str, incident_id: str | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.incident_id = incident_id
-
-
 @dataclass
 class StepResult:
     """What a step decided, with what the shell needs to carry the commands out."""
@@ -111,23 +103,19 @@ class StepResult:
     contacts: dict[str, Contact] = field(default_factory=dict)
     opened_at: datetime | None = None
     codes: dict[str, str] = field(default_factory=dict)  # SMS page key → its reply code
+    ignored: Ignored | None = None  # unchanged: why (from the walk)
 
 
 def build_plan(ladder: Ladder, version: int, contacts: dict[str, Contact], window_scale: float = 1.0) -> Plan:
-    """A ladder version → the walk's plan: push is skipped for contacts without push tokens."""
+    """A ladder version → the walk's plan: each contact on the channels that can reach it (walk.reachable)."""
     legs = []
     for index, leg in enumerate(ladder.legs):
         targets = []
         for contact_id in leg.contacts:
             contact = contacts.get(contact_id)
             for channel in leg.channels:
-                if contact is None:
-                    continue
-                if channel == "push" and not contact.push_tokens:
-                    continue
-                if channel in ("voice", "sms") and not contact.phone:
-                    continue
-                targets.append((contact_id, channel))
+                if contact is not None and walk_.reachable(channel, bool(contact.phone), bool(contact.push_tokens)):
+                    targets.append((contact_id, channel))
         window = ladder.window(index) * window_scale
         legs.append(walk_.LegPlan(leg.name, int(window) if window == int(window) else window, tuple(targets)))
     return Plan(ladder.name, version, ladder.cycles, tuple(legs))
@@ -141,58 +129,26 @@ class IncidentStore:
         self.replica = replica  # whoever runs a step that arms a window drives it (escalator.store.leases)
         self._ladders: dict[tuple[str, int], Ladder] = {}
 
-    # -- steps --------------------------------------------------------------------------------------
-
-    def run_batch(self, calls: list[Callable[[Session], Any]]) -> list[Any]:
-        """Group commit: several steps (`open_in`, `step_in`) in one transaction, each result (or its
-        Rejected) in order. Under load this turns N commits into one. If the transaction fails, each
-        step is run again in a transaction of its own, so one bad step cannot sink the others."""
-        try:
-            with write_session(self.engine) as session, session.no_autoflush:
-                results: list[Any] = []
-                for call in calls:
-                    try:
-                        results.append(call(session))
-                    except Rejected as exc:  # raised before anything was written
-                        results.append(exc)
-                self.allocate_codes(session)
-                return results
-        except Exception:
-            if len(calls) == 1:
-                raise
-            out: list[Any] = []
-            for call in calls:
-                try:
-                    out.append(self._write_one(call))  # only once committed: a failed commit is that call's failure
-                except Exception as exc:
-                    out.append(exc)
-            return out
+    # -- steps (escalator.store.group_commit has their contract) --------------------------------------
 
     def open(self, new: NewIncident, default_ladder: str | None, now: datetime) -> StepResult:
         """Open an incident and start its walk; a repeated id changes nothing and is noted."""
-        return self._write_one(lambda session: self.open_in(session, new, default_ladder, now))
+        return write_one(self.engine, lambda tx: self.open_in(tx, new, default_ladder, now))
 
-    def _write_one(self, call: Callable[[Session], Any]) -> Any:
-        """One step (`open_in`, `step_in`) in a transaction of its own; the result only once committed."""
-        with write_session(self.engine) as session:
-            result = call(session)
-            self.allocate_codes(session)
-        return result
-
-    def open_in(self, session: Session, new: NewIncident, default_ladder: str | None, now: datetime) -> StepResult:
+    def open_in(self, tx: Tx, new: NewIncident, default_ladder: str | None, now: datetime) -> StepResult:
         try:
-            ladder_name, fallback = self._resolve_ladder(session, new.ladder, default_ladder, new.id)
+            ladder_name, fallback = self._resolve_ladder(tx, new.ladder, default_ladder, new.id)
         except Rejected:
-            if (status := self._status(session, new.id)) is None:
+            if (status := self._status(tx, new.id)) is None:
                 raise
-            return self._repeated(session, new.id, status, now)  # its ladder went away since
-        head = self._head(session, ladder_name)
+            return self._repeated(tx, new.id, status, now)  # its ladder went away since
+        head = self._head(tx, ladder_name)
         assert head is not None  # _resolve_ladder found it
         ladder = self._ladders.get((ladder_name, head.version))
         if ladder is None:  # versions never change once written: parse each one once
-            version_row = session.get(LadderVersionRow, (ladder_name, head.version))
+            version_row = tx.session.get(LadderVersionRow, (ladder_name, head.version))
             ladder = self._ladders[(ladder_name, head.version)] = Ladder.model_validate(version_row.snapshot)
-        contacts = self._contacts(session, ladder.contact_ids())
+        contacts = self._contacts(tx, ladder.contact_ids())
         plan = build_plan(ladder, head.version, contacts, self.window_scale)
         details: dict[str, Any] = {"summary": new.summary, "severity": new.severity}
         if fallback:
@@ -201,8 +157,8 @@ class IncidentStore:
         walk, commands = walk_.decide(walk_.new(new.id, plan), walk_.Open(details), now)
         # One statement tells a new incident from a repeat (the id is the key), and the row exists at
         # once for the rows that refer to it (the ORM would need a flush per incident to order them).
-        inserted = session.execute(
-            _NEW_INCIDENT[session.get_bind().dialect.name],
+        inserted = tx.execute(
+            _NEW_INCIDENT[tx.session.get_bind().dialect.name],
             dict(
                 id=new.id, ladder=ladder_name, version=head.version, status=walk.status, deadline=walk.deadline,
                 summary=new.summary, caller=new.caller, severity=new.severity, occurred_at=new.occurred_at,
@@ -211,62 +167,57 @@ class IncidentStore:
             ),
         ).first()
         if inserted is None:
-            return self._repeated(session, new.id, self._status(session, new.id), now)
-        self._record(session, walk, commands, now)
-        codes = self._codes(session, new.id, commands, contacts, now, fresh=True)
+            return self._repeated(tx, new.id, self._status(tx, new.id), now)
+        self._record(tx, walk, commands, now)
+        codes = self._codes(tx, new.id, commands, contacts, now, fresh=True)
         return StepResult("opened", walk, commands, new.summary, contacts, now, codes)
 
-    def _repeated(self, session: Session, incident_id: str, status: str | None, now: datetime) -> StepResult:
-        self._note(session, incident_id, now, f"repeated urgent message ignored (incident is {status})")
-        return StepResult("duplicate")
+    def _repeated(self, tx: Tx, incident_id: str, status: str | None, now: datetime) -> StepResult:
+        self._note(tx, incident_id, now, f"repeated urgent message ignored (incident is {status})")
+        return StepResult("duplicate", ignored=Ignored(walk_.REPEAT, f"already opened (incident is {status})"))
 
     @staticmethod
-    def _status(session: Session, incident_id: str) -> str | None:
-        return session.scalar(_STATUS, {"id": incident_id})
+    def _status(tx: Tx, incident_id: str) -> str | None:
+        return tx.session.scalar(_STATUS, {"id": incident_id})
 
-    def step(self, incident_id: str, event: Event, now: datetime, note_if_ignored: str | None = None) -> StepResult:
+    def step(self, incident_id: str, event: Event, now: datetime) -> StepResult:
         """Feed one event to an incident's walk and persist the outcome."""
-        return self._write_one(lambda session: self.step_in(session, incident_id, event, now, note_if_ignored))
+        return write_one(self.engine, lambda tx: self.step_in(tx, incident_id, event, now))
 
-    def step_in(
-        self, session: Session, incident_id: str, event: Event | list[Event], now: datetime, note_if_ignored: str | None = None
-    ) -> StepResult:
+    def step_in(self, tx: Tx, incident_id: str, event: Event | list[Event], now: datetime) -> StepResult:
         """One event, or several fed in order (a leg's page outcomes that arrived together): one row
-        read, one row write, whatever their number."""
+        read, one row write, whatever their number. What the walk ignored, and why, is noted in the
+        timeline when a person or a publisher did it."""
         events = event if isinstance(event, list) else [event]
-        row = session.execute(_READ_INCIDENT, {"id": incident_id}).first()
+        row = tx.read(_READ_INCIDENT, {"id": incident_id}).first()
         if row is None:
             return StepResult("unknown")
         walk = new_walk = Walk.from_dict(incident_id, Plan.from_dict(row.plan), row.state)
         commands: list[walk_.Command] = []
-        outcomes = [e for e in events if isinstance(e, (PageSent, PageFailed))]
-        pages: dict[str, dict[str, Any]] = {}
-        if outcomes:
-            keys = sorted({e.page.key for e in outcomes})
-            pages = {p.key: p._asdict() for p in session.execute(_READ_PAGES, {"id": incident_id, "keys": keys})}
+        recorded: dict[str, Recorded] = {}  # page key → what its row says (the walk decides what changes)
+        keys = sorted({e.page.key for e in events if isinstance(e, (PageSent, PageFailed))})
+        if keys:
+            recorded = {p.key: Recorded(p.status, p.ref, p.reason) for p in tx.read(_READ_PAGES, {"id": incident_id, "keys": keys})}
         changed: dict[str, dict[str, Any]] = {}  # page key → its new columns
+        ignored: list[tuple[Event, Ignored]] = []
         for each in events:
             if isinstance(each, (PageSent, PageFailed)):
-                page = pages.get(each.page.key)
-                if page is not None and (
-                    (isinstance(each, PageSent) and page["status"] == "sent" and page["ref"] == each.ref)
-                    or (isinstance(each, PageFailed) and page["status"] == "failed" and page["reason"] == each.reason)
-                ):  # the same outcome again (a retry after an unclear commit): already in the timeline
-                    continue
-                if page is not None:
-                    if isinstance(each, PageFailed):
-                        update = {"status": "failed", "reason": each.reason}
-                    else:  # a failure reported first (a fast status callback) stays failed
-                        update = {"ref": each.ref, "status": "sent" if page["status"] == "pending" else page["status"]}
-                    page.update(update)
-                    changed.setdefault(each.page.key, {}).update(update)
+                each = replace(each, recorded=recorded.get(each.page.key))
             new_walk, more = walk_.decide(new_walk, each, now)
+            if (why := walk_.ignored(more)) is not None:
+                ignored.append((each, why))
+                continue
+            for command in more:
+                if isinstance(command, walk_.SetPage):
+                    recorded[command.key] = Recorded(command.status, command.ref, command.reason)
+                    changed[command.key] = {"status": command.status, "ref": command.ref, "reason": command.reason}
             commands += more
-        self._update_pages(session, incident_id, changed, now)
+        self._update_pages(tx, incident_id, changed, now)
+        for each, why in ignored:
+            if why.noteworthy:
+                self._note(tx, incident_id, now, f"{walk_.describe(each)} changed nothing: {why.reason}")
         if not commands:
-            if note_if_ignored:
-                self._note(session, incident_id, now, f"{note_if_ignored} (incident is {row.status})")
-            return StepResult("unchanged", walk, [], row.summary)
+            return StepResult("unchanged", walk, [], row.summary, ignored=ignored[-1][1] if ignored else None)
         values: dict[str, Any] = dict(status=new_walk.status, deadline=new_walk.deadline, state=new_walk.to_dict(), updated_at=now)
         if new_walk.acked_by and not row.acked_by:
             values["acked_by"] = new_walk.acked_by
@@ -276,36 +227,33 @@ class IncidentStore:
             values["owner"] = None
         elif any(isinstance(c, (walk_.ArmWindow, PageCmd)) for c in commands):
             values["owner"] = self.replica  # its window and pages are ours now (a crash: re-sent by the next owner)
-        session.execute(_UPDATE_INCIDENT, {"_id": incident_id, **values})
+        tx.execute(_UPDATE_INCIDENT, {"_id": incident_id, **values})
         wanted = {c.contact for c in commands if isinstance(c, (PageCmd, walk_.Notify))}
-        contacts = self._contacts(session, wanted)
-        self._record(session, new_walk, commands, now)
-        codes = self._codes(session, incident_id, commands, contacts, now)
+        contacts = self._contacts(tx, wanted)
+        self._record(tx, new_walk, commands, now)
+        codes = self._codes(tx, incident_id, commands, contacts, now)
         return StepResult("changed", new_walk, commands, row.summary, contacts, row.opened_at, codes)
 
     @staticmethod
-    def _update_pages(session: Session, incident_id: str, changed: dict[str, dict[str, Any]], now: datetime) -> None:
-        """Page rows of recorded outcomes: one executemany per set of changed columns."""
-        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for key, columns in changed.items():
-            by_columns.setdefault(tuple(sorted(columns)), []).append({"_id": incident_id, "_key": key, "updated_at": now, **columns})
-        for rows in by_columns.values():
-            session.execute(_UPDATE_PAGE, rows)
+    def _update_pages(tx: Tx, incident_id: str, changed: dict[str, dict[str, Any]], now: datetime) -> None:
+        """Page rows of recorded outcomes, in one executemany."""
+        if changed:
+            tx.execute(_UPDATE_PAGE, [{"_id": incident_id, "_key": key, "updated_at": now, **columns} for key, columns in changed.items()])
 
     def reject(self, reason: str, now: datetime, incident_id: str | None, msg_id: str) -> None:
-        """Publish `rejected`: in the incident's timeline (with a seq) when the incident exists."""
-        with write_session(self.engine) as session:
-            row = session.get(IncidentRow, incident_id, with_for_update=True) if incident_id else None
-            if row is None:
-                payload: dict[str, Any] = {"event": "rejected", "at": rfc3339(now), "reason": reason}
-                if incident_id:
-                    payload["incident_id"] = incident_id
-                session.add(OutboxRow(subject=f"{EVENT_PREFIX}.rejected", msg_id=msg_id, payload=payload, created_at=now))
+        """Publish `rejected`: in the incident's timeline (the walk gives it the next seq) when the
+        incident exists, else on its own."""
+
+        def write(tx: Tx) -> None:
+            if incident_id and self.step_in(tx, incident_id, walk_.Reject(reason), now).outcome != "unknown":
                 return
-            walk = Walk.from_dict(row.id, Plan.from_dict(row.plan), row.state)
-            walk = replace(walk, seq=walk.seq + 1)
-            row.state, row.updated_at = walk.to_dict(), now
-            self._record(session, walk, [Emit("rejected", walk.seq, now, {"reason": reason})], now)
+            payload: dict[str, Any] = {"event": "rejected", "at": rfc3339(now), "reason": reason}
+            if incident_id:
+                payload["incident_id"] = incident_id
+            tx.insert(OutboxRow.__table__, dict(incident_id=None, subject=f"{EVENT_PREFIX}.rejected", msg_id=msg_id,
+                                                payload=payload, created_at=now))
+
+        write_one(self.engine, write)
 
     # -- recovery -----------------------------------------------------------------------------------
 
@@ -359,36 +307,33 @@ class IncidentStore:
 
     def note(self, incident_id: str, text: str, now: datetime) -> None:
         """Something worth the audit trail that is not an event (a delivery report, a voicemail)."""
-        with write_session(self.engine) as session:
-            if session.get(IncidentRow, incident_id) is not None:
-                self._note(session, incident_id, now, text)
 
-    def claim_resend(self, page: PageCmd, incident_id: str) -> StepResult | None:
-        """Mark a pending page as re-sent (once only) if it still matters; returns what sending needs."""
-        with write_session(self.engine) as session:
-            row = session.get(PageRow, (incident_id, page.key), with_for_update=True)
-            incident = session.get(IncidentRow, incident_id)
-            if row is None or row.status != "pending" or row.resent or incident is None or incident.owner != self.replica:
-                return None  # gone, settled, re-sent already, or another replica drives the incident now
-            walk = Walk.from_dict(incident_id, Plan.from_dict(incident.plan), incident.state)
-            current = page.key in walk.live or (walk.status == walk_.EXHAUSTED and page.key.startswith("x."))
-            if not current:  # its leg is over, or somebody already took the incident
-                row.status, row.reason = "abandoned", "interrupted by a restart after its leg ended"
-                return None
-            row.resent = True
-            return StepResult("resend", walk, [page], incident.summary, self._contacts(session, {page.contact}))
+        def write(tx: Tx) -> None:
+            if tx.session.get(IncidentRow, incident_id) is not None:
+                self._note(tx, incident_id, now, text)
 
-    # -- outbox -------------------------------------------------------------------------------------
+        write_one(self.engine, write)
 
-    def outbox_batch(self, limit: int = 500) -> list[OutboxRow]:
-        with read_session(self.engine) as session:
-            return list(session.scalars(sa.select(OutboxRow).order_by(OutboxRow.id).limit(limit)))
+    def claim_resend(self, page: PageCmd, incident_id: str, now: datetime) -> StepResult | None:
+        """Mark a pending page as re-sent (once only) if it still matters (walk.is_current); returns
+        what sending needs, its SMS code included (the one it already has)."""
+        return write_one(self.engine, lambda tx: self.claim_resend_in(tx, page, incident_id, now))
 
-    def outbox_done(self, ids: Iterable[int]) -> None:
-        ids = list(ids)
-        if ids:
-            with write_session(self.engine) as session:
-                session.execute(sa.delete(OutboxRow).where(OutboxRow.id.in_(ids)))
+    def claim_resend_in(self, tx: Tx, page: PageCmd, incident_id: str, now: datetime) -> StepResult | None:
+        row = tx.session.get(PageRow, (incident_id, page.key), with_for_update=True)
+        incident = tx.session.get(IncidentRow, incident_id)
+        if row is None or row.status != walk_.PAGE_PENDING or row.resent or incident is None or incident.owner != self.replica:
+            return None  # gone, settled, re-sent already, or another replica drives the incident now
+        walk = Walk.from_dict(incident_id, Plan.from_dict(incident.plan), incident.state)
+        if not walk_.is_current(walk, page.key):  # its leg is over, or somebody already took the incident
+            row.status, row.reason = walk_.PAGE_ABANDONED, "interrupted by a restart after its leg ended"
+            tx.writes += 1
+            return None
+        row.resent = True
+        tx.writes += 1
+        contacts = self._contacts(tx, {page.contact})
+        codes = self._codes(tx, incident_id, [page], contacts, now)
+        return StepResult("resend", walk, [page], incident.summary, contacts, codes=codes)
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -421,6 +366,19 @@ class IncidentStore:
                 query = query.where(IncidentRow.status.in_(walk_.ACTIVE))
             return list(session.scalars(query))
 
+    def timezones(self, versions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """(ladder, version) → the ladder's time zone then: times shown to people use it (SPEC §2)."""
+        wanted = set(versions)
+        if not wanted:
+            return {}
+        with read_session(self.engine) as session:
+            rows = session.execute(
+                sa.select(LadderVersionRow.ladder, LadderVersionRow.version, LadderVersionRow.snapshot).where(
+                    sa.tuple_(LadderVersionRow.ladder, LadderVersionRow.version).in_(sorted(wanted))
+                )
+            )
+            return {(name, version): (snapshot or {}).get("timezone") or "UTC" for name, version, snapshot in rows}
+
     def count_by_status(self) -> dict[str, int]:
         with read_session(self.engine) as session:
             rows = session.execute(sa.select(IncidentRow.status, sa.func.count()).group_by(IncidentRow.status))
@@ -429,11 +387,11 @@ class IncidentStore:
     # -- inside a transaction -----------------------------------------------------------------------
 
     @staticmethod
-    def _resolve_ladder(session: Session, requested: str, default: str | None, incident_id: str) -> tuple[str, bool]:
+    def _resolve_ladder(tx: Tx, requested: str, default: str | None, incident_id: str) -> tuple[str, bool]:
         def usable(name: str | None) -> bool:
-            if not name or not ID_RE.fullmatch(name):
+            if not name or not NAME_RE.fullmatch(name):
                 return False
-            head = IncidentStore._head(session, name)
+            head = IncidentStore._head(tx, name)
             return head is not None and head.deleted_at is None
 
         if usable(requested):
@@ -444,23 +402,22 @@ class IncidentStore:
         raise Rejected(f"unknown ladder {requested!r} and {why}", incident_id)
 
     @staticmethod
-    def _head(session: Session, name: str) -> Any:
+    def _head(tx: Tx, name: str) -> Any:
         """A ladder's current version and deletion, looked up once per transaction (a group commit
         opens many incidents on the same ladder)."""
-        heads: dict[str, Any] = session.info.setdefault("ladder_heads", {})
-        if name not in heads:
-            heads[name] = session.execute(_LADDER_HEAD, {"name": name}).first()
-        return heads[name]
+        if name not in tx.ladder_heads:
+            tx.ladder_heads[name] = tx.read(_LADDER_HEAD, {"name": name}).first()
+        return tx.ladder_heads[name]
 
     @staticmethod
-    def _contacts(session: Session, ids: Iterable[str]) -> dict[str, Contact]:
+    def _contacts(tx: Tx, ids: Iterable[str]) -> dict[str, Contact]:
         """Contacts as paging sees them: push tokens FCM reported dead are left out. Read once per
         transaction: a group commit of many incidents on one ladder asks for the same people."""
         ids = set(ids)
-        known: dict[str, Contact | None] = session.info.setdefault("contacts", {})
+        known = tx.contacts
         missing = ids - known.keys()
         if missing:
-            rows = session.execute(_CONTACTS, {"ids": sorted(missing)}).all()
+            rows = tx.read(_CONTACTS, {"ids": sorted(missing)}).all()
             dead = {(r.id, r.token) for r in rows if r.token is not None}
             known.update(dict.fromkeys(missing))
             for r in rows:
@@ -478,57 +435,48 @@ class IncidentStore:
                     session.add(DeadPushTokenRow(contact_id=contact_id, token=token, at=now))
 
     def _codes(
-        self, session: Session, incident_id: str, commands: list[walk_.Command], contacts: dict[str, Contact], now: datetime,
+        self, tx: Tx, incident_id: str, commands: list[walk_.Command], contacts: dict[str, Contact], now: datetime,
         fresh: bool = False,
     ) -> dict[str, str]:
-        """Reply codes of the SMS pages just decided, in the same transaction, so the page is sent
-        without waiting for another one. Filled in by allocate_codes when the transaction's steps
-        are done."""
+        """Reply codes of SMS pages, in the transaction that decides (or re-sends) them: the one
+        place codes are allocated (escalator.store.sms_codes). The dict is filled in when the
+        transaction's steps are done, before it commits."""
         out: dict[str, str] = {}
         if self.codes is None:
             return out
-        requests = session.info.setdefault("code_requests", [])
         for command in commands:
-            if isinstance(command, PageCmd) and command.channel == "sms":
+            if isinstance(command, PageCmd) and command.channel == walk_.SMS:
                 contact = contacts.get(command.contact)
                 if contact is not None and contact.phone:
-                    requests.append((contact.phone, incident_id, command, now, fresh, out))
+                    tx.code_requests.append(CodeRequest(contact.phone, incident_id, command, now, fresh, out))
+        if tx.code_requests:
+            tx.before_commit(self.codes.allocate)
         return out
 
-    def allocate_codes(self, session: Session) -> None:
-        """Allocate the codes the transaction's steps asked for, after all of them, in phone order.
-        A number is locked while its codes are chosen (PostgreSQL, across replicas): taking those
-        locks last, and always in the same order, means two transactions can never each hold what
-        the other waits for (a row, or another number)."""
-        requests = session.info.pop("code_requests", [])
-        assert self.codes is not None or not requests
-        for phone, incident_id, command, now, fresh, out in sorted(requests, key=lambda r: r[0]):
-            out[command.key] = self.codes.code_for_in(session, incident_id, command, phone, now, fresh)  # type: ignore[union-attr]
+    @staticmethod
+    def _note(tx: Tx, incident_id: str, now: datetime, text: str) -> None:
+        tx.insert(_NOTES, dict(incident_id=incident_id, at=now, note=text))
 
     @staticmethod
-    def _note(session: Session, incident_id: str, now: datetime, text: str) -> None:
-        session.add(IncidentNoteRow(incident_id=incident_id, at=now, note=text))
-
-    @staticmethod
-    def _record(session: Session, walk: Walk, commands: list[walk_.Command], now: datetime) -> None:
+    def _record(tx: Tx, walk: Walk, commands: list[walk_.Command], now: datetime) -> None:
         """Timeline, outbox and page rows of a step. Queued, and written with one INSERT per table
         for the whole transaction just before it commits (a group commit writes hundreds)."""
         for command in commands:
             if isinstance(command, Emit):
-                queue_insert(session, IncidentEventRow.__table__, dict(
+                tx.insert(IncidentEventRow.__table__, dict(
                     incident_id=walk.incident_id, seq=command.seq, event=command.event, at=command.at, data=command.fields,
                 ))
                 payload = {
                     "incident_id": walk.incident_id, "event": command.event, "at": rfc3339(command.at), "seq": command.seq,
                     **command.fields,
                 }
-                queue_insert(session, OutboxRow.__table__, dict(
-                    subject=f"{EVENT_PREFIX}.{command.event}", msg_id=f"{walk.incident_id}:{command.seq}",
-                    payload=payload, created_at=now,
+                tx.insert(OutboxRow.__table__, dict(
+                    incident_id=walk.incident_id, subject=f"{EVENT_PREFIX}.{command.event}",
+                    msg_id=f"{walk.incident_id}:{command.seq}", payload=payload, created_at=now,
                 ))
             elif isinstance(command, PageCmd):
-                queue_insert(session, _PAGES, dict(
+                tx.insert(_PAGES, dict(
                     incident_id=walk.incident_id, key=command.key, contact=command.contact, channel=command.channel,
                     cycle=command.cycle, leg_index=command.leg_index, leg=command.leg, window_s=command.window_s,
-                    status="pending", resent=False, reason=None, ref=None, created_at=now, updated_at=now,
+                    status=walk_.PAGE_PENDING, resent=False, reason=None, ref=None, created_at=now, updated_at=now,
                 ))

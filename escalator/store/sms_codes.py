@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -17,7 +18,8 @@ from sqlalchemy.engine import Engine
 
 from escalator import walk
 from escalator.replies import CODE_DIGITS
-from escalator.store.db import queue_insert, read_session, write_session
+from escalator.store.db import read_session, write_session
+from escalator.store.tx import Tx, write_tx
 from escalator.store.tables import IncidentRow, SmsCodeRow, SmsStrikeRow
 from escalator.walk import PageCmd
 
@@ -43,36 +45,59 @@ _CODE_OF_PAGE = sa.select(_CODES.c.code).where(_CODES.c.incident_id == sa.bindpa
 _LOCK_NUMBER = sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))")
 
 
+@dataclass(frozen=True)
+class CodeRequest:
+    """An SMS page that needs its reply code, asked for by a step (escalator.store.incidents)."""
+
+    phone: str
+    incident_id: str
+    page: PageCmd
+    now: datetime
+    fresh: bool  # the incident was created in this transaction: the page cannot have a code yet
+    out: dict[str, str]  # page key → code, filled in by `allocate`
+
+
 class SmsCodes:
+    """The one place reply codes are allocated: for a page being decided and for one re-sent after a
+    crash (which keeps the code it has), always inside the step's transaction."""
+
     def __init__(self, engine: Engine, rng: secrets.SystemRandom | None = None):
         self.engine = engine
         self.rng = rng or secrets.SystemRandom()
         self._crowded: dict[str, tuple[int, float]] = {}  # phone → (code length to start with, until)
 
     def code_for(self, incident_id: str, page: PageCmd, phone: str, now: datetime) -> str:
-        """The page's code: the one it already has (a re-send), or a new one for this number."""
-        with write_session(self.engine) as session:
-            return self.code_for_in(session, incident_id, page, phone, now)
+        """The page's code in a transaction of its own (tests and tools)."""
+        with write_tx(self.engine) as tx:
+            return self.code_for_in(tx, incident_id, page, phone, now)
 
-    def code_for_in(self, session: Session, incident_id: str, page: PageCmd, phone: str, now: datetime, fresh: bool = False) -> str:
-        """`code_for` inside the caller's transaction (the engine's group commit). `fresh`: the
-        incident was created in this transaction, so the page cannot have a code yet."""
-        allocated = session.info.setdefault("sms_codes", {})  # phone → codes given in this transaction
+    def allocate(self, tx: Tx) -> None:
+        """A `Tx.before_commit` hook: the codes the transaction's steps asked for, after all of them,
+        in phone order. A number is locked while its codes are chosen (PostgreSQL, across replicas):
+        taking those locks last, and always in the same order, means two transactions can never each
+        hold what the other waits for (a row, or another number)."""
+        requests, tx.code_requests = tx.code_requests, []
+        for r in sorted(requests, key=lambda r: r.phone):
+            r.out[r.page.key] = self.code_for_in(tx, r.incident_id, r.page, r.phone, r.now, r.fresh)
+
+    def code_for_in(self, tx: Tx, incident_id: str, page: PageCmd, phone: str, now: datetime, fresh: bool = False) -> str:
+        """The page's code: the one it already has (a re-send), or a new one for this number."""
+        allocated = tx.codes_given
         if phone not in allocated:
             allocated[phone] = set()
             if self.engine.dialect.name == "postgresql":  # one allocation per number at a time, across replicas
-                session.execute(_LOCK_NUMBER, {"p": phone})
+                tx.read(_LOCK_NUMBER, {"p": phone})
         if not fresh:
-            existing = session.scalar(_CODE_OF_PAGE, {"incident": incident_id, "key": page.key})
+            existing = tx.session.scalar(_CODE_OF_PAGE, {"incident": incident_id, "key": page.key})
             if existing:
                 return existing
         since = now - CODE_REUSE
-        code = self._probe(session, phone, since, allocated[phone])
+        code = self._probe(tx.session, phone, since, allocated[phone])
         if code is None:  # the number's recent codes crowd the space: look at all of them
-            code = self._pick(set(session.scalars(_TAKEN, {"phone": phone, "since": since})) | allocated[phone])
+            code = self._pick(set(tx.session.scalars(_TAKEN, {"phone": phone, "since": since})) | allocated[phone])
         allocated[phone].add(code)
         # Inserted with the transaction's other rows; codes given earlier in it are in `allocated`.
-        queue_insert(session, _CODES, dict(
+        tx.insert(_CODES, dict(
             phone=phone, code=code, incident_id=incident_id, page_key=page.key, contact=page.contact,
             cycle=page.cycle, leg_index=page.leg_index, created_at=now,
         ))
@@ -117,10 +142,17 @@ class SmsCodes:
                 session.scalars(
                     sa.select(SmsCodeRow)
                     .join(IncidentRow, IncidentRow.id == SmsCodeRow.incident_id)
-                    .where(SmsCodeRow.phone == phone, IncidentRow.status.in_(walk.ACTIVE))
+                    .where(SmsCodeRow.phone == phone, IncidentRow.status.in_(walk.ACTIVE), SmsCodeRow.replaced_at.is_(None))
                     .order_by(SmsCodeRow.created_at.desc(), SmsCodeRow.id.desc())
                 )
             )
+
+    def current(self, incident_id: str, page_key: str) -> SmsCodeRow | None:
+        """The code a page has now (after a replacement: the new one)."""
+        with read_session(self.engine) as session:
+            return session.scalar(sa.select(SmsCodeRow).where(
+                SmsCodeRow.incident_id == incident_id, SmsCodeRow.page_key == page_key, SmsCodeRow.replaced_at.is_(None)
+            ))
 
     def find(self, phone: str, code: str) -> SmsCodeRow | None:
         """The page a code refers to, for this number only, within the reuse period or still open."""
@@ -130,7 +162,8 @@ class SmsCodes:
         return None
 
     def latest(self, phone: str, code: str, now: datetime) -> SmsCodeRow | None:
-        """A code of this number from the last 72 hours, open or not (to answer late replies politely)."""
+        """A code of this number from the last 72 hours, open, closed or replaced (to answer late
+        replies politely)."""
         with read_session(self.engine) as session:
             return session.scalar(
                 sa.select(SmsCodeRow)
@@ -152,22 +185,37 @@ class SmsCodes:
 
     def replace_codes(self, phone: str, now: datetime) -> list[SmsCodeRow]:
         """Too many wrong codes from this number: lock the codes, not the number. Every open page
-        to it gets a new, longer code (the old ones stop working), its strikes start over, and the
-        new codes are returned, to be sent to the number itself. Whoever guesses with a spoofed
-        sender starts again from nothing, while the person holding the phone keeps acknowledging."""
+        to it gets a new, longer code, its strikes start over, and the new rows are returned, to be
+        sent to the number itself. Whoever guesses with a spoofed sender starts again from nothing,
+        while the person holding the phone keeps acknowledging.
+
+        The old codes stop working but stay reserved (never given out again within 72 hours: a late
+        reply with one must not reach another page). Under the number's lock the strikes are
+        counted again, so two replicas seeing the fifth wrong code at once replace the codes once."""
         with write_session(self.engine) as session:
             if self.engine.dialect.name == "postgresql":
                 session.execute(_LOCK_NUMBER, {"p": phone})
+            recent = session.scalar(
+                sa.select(sa.func.count()).select_from(SmsStrikeRow)
+                .where(SmsStrikeRow.phone == phone, SmsStrikeRow.at >= now - STRIKE_WINDOW)
+            ) or 0
+            if recent < STRIKES:
+                return []  # replaced meanwhile (another replica), or not due
             rows = list(session.scalars(
                 sa.select(SmsCodeRow).join(IncidentRow, IncidentRow.id == SmsCodeRow.incident_id)
-                .where(SmsCodeRow.phone == phone, IncidentRow.status.in_(walk.ACTIVE))
+                .where(SmsCodeRow.phone == phone, IncidentRow.status.in_(walk.ACTIVE), SmsCodeRow.replaced_at.is_(None))
                 .order_by(SmsCodeRow.created_at.desc(), SmsCodeRow.id.desc())
             ))
-            since = now - CODE_REUSE
-            taken = set(session.scalars(_TAKEN, {"phone": phone, "since": since}))
+            taken = set(session.scalars(_TAKEN, {"phone": phone, "since": now - CODE_REUSE}))
+            fresh = []
             for row in rows:
                 code = self._pick(taken, REPLACED_DIGITS)
                 taken.add(code)
-                row.code = code
+                key, row.page_key, row.replaced_at = row.page_key, f"{row.page_key}#replaced-{row.id}", now
+                session.flush()  # the page's key is free for its new row
+                new_row = SmsCodeRow(phone=phone, code=code, incident_id=row.incident_id, page_key=key, contact=row.contact,
+                                     cycle=row.cycle, leg_index=row.leg_index, created_at=now)
+                session.add(new_row)
+                fresh.append(new_row)
             session.execute(sa.delete(SmsStrikeRow).where(SmsStrikeRow.phone == phone))
-            return rows
+            return fresh

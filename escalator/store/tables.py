@@ -173,8 +173,10 @@ class OutboxRow(SQLModel, table=True):
     """Events committed with the step that caused them, published to NATS afterwards, then deleted."""
 
     __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_incident_id", "incident_id", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
+    incident_id: str | None = Field(default=None, max_length=128)  # None: a rejected message with no incident
     subject: str = Field(max_length=64)
     msg_id: str = Field(max_length=200)
     payload: dict[str, Any] = Field(sa_type=sa.JSON, nullable=False)
@@ -200,6 +202,9 @@ class SmsCodeRow(SQLModel, table=True):
     cycle: int
     leg_index: int
     created_at: datetime = _ts()
+    # Replaced after too many wrong codes from the number: no longer accepted, but still "in use"
+    # (not given out again) for 72 hours; its page_key then carries a suffix, the new row the key.
+    replaced_at: datetime | None = _ts(nullable=True)
 
 
 class SmsStrikeRow(SQLModel, table=True):

@@ -23,13 +23,13 @@ from escalator.web.limits import (
     KEEP_ALIVE_SECONDS, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_FORM_FIELDS, MAX_HEADER_BYTES, REQUEST_SECONDS, BodyLimit,
     DeadlineH11Protocol,
 )
-from escalator.messages import ID_RE
+from escalator.messages import INCIDENT_ID_RE
 
 Readiness = Callable[[], Awaitable[dict[str, Any]]]
 XML = "application/xml"
 
 
-class TwilioHooks(Protocol):
+class Webhooks(Protocol):
     async def sms(self, phone: str, body: str, sid: str) -> str | None: ...
 
     async def voice(self, incident_id: str, key: str, answered_by: str | None, attempt: int) -> str: ...
@@ -41,7 +41,7 @@ class TwilioHooks(Protocol):
     async def push(self, incident_id: str, bearer: str | None, action: str) -> tuple[int, dict[str, Any]]: ...
 
 
-def api_routes(hooks: TwilioHooks | None) -> list[Route]:
+def api_routes(hooks: Webhooks | None) -> list[Route]:
     """The app's acknowledgement API: the push message's signed token as a bearer token."""
 
     def endpoint(action: str) -> Callable[[Request], Awaitable[Response]]:
@@ -51,7 +51,7 @@ def api_routes(hooks: TwilioHooks | None) -> list[Route]:
             header = request.headers.get("Authorization", "")
             bearer = header[7:].strip() if header.lower().startswith("bearer ") else None
             incident_id = request.path_params["incident_id"]
-            if not ID_RE.fullmatch(incident_id):  # no such incident can exist (SPEC §3 incident ids)
+            if not INCIDENT_ID_RE.fullmatch(incident_id):  # no such incident can exist (SPEC §3 incident ids)
                 return JSONResponse({"error": "no such incident"}, status_code=404)
             status, body = await hooks.push(incident_id, bearer, action)
             return JSONResponse(body, status_code=status)
@@ -100,7 +100,7 @@ def _fields(encoded: str) -> int:
 
 
 def twilio_routes(
-    hooks: TwilioHooks | None, auth_token: str | None, public_url: str, on_refused: Callable[[str], None] = lambda reason: None
+    hooks: Webhooks | None, auth_token: str | None, public_url: str, on_refused: Callable[[str], None] = lambda reason: None
 ) -> list[Route]:
     """Every Twilio callback must carry a valid X-Twilio-Signature for the URL Twilio was given:
     ESCALATOR_PUBLIC_URL + path + query, never rebuilt from the Host header. Anything else: 403."""
@@ -172,7 +172,7 @@ def twilio_routes(
 def create_app(
     readiness: Readiness,
     registry: CollectorRegistry,
-    twilio: TwilioHooks | None = None,
+    twilio: Webhooks | None = None,
     twilio_auth_token: str | None = None,
     public_url: str = "",
     on_refused: Callable[[str], None] = lambda reason: None,

@@ -115,6 +115,14 @@ class DeadlineH11Protocol(H11Protocol):
         if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):  # received whole (or closing)
             self._disarm()
 
+    def on_response_complete(self) -> None:
+        # A request pipelined behind the one just answered is read here, not in data_received: it
+        # gets its deadline too (else headers whole and a body that never comes would hold the
+        # connection forever: uvicorn cancels its keep-alive timer once a request starts).
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.SEND_BODY:
+            self._arm()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)

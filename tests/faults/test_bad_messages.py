@@ -12,7 +12,7 @@ import nats
 import pytest
 import sqlalchemy as sa
 
-from escalator.channels.recording import RecordingChannel
+from tests.recording import RecordingChannel
 from tests.harness import eventually, running_daemon, stream_events
 from tests.test_engine import ladders, nats_server, settings  # noqa: F401 - fixtures
 
@@ -108,7 +108,7 @@ def test_every_bad_message_is_refused_with_its_reason_or_walked_on_the_default_l
 
             async def settled() -> bool:  # every message answered, every event published
                 info = await js.consumer_info("INCIDENTS", "escalator")
-                return info.num_ack_pending == 0 and info.num_pending == 0 and not daemon.store.outbox_batch(1)
+                return info.num_ack_pending == 0 and info.num_pending == 0 and not daemon.outbox.waiting(1)
 
             await eventually(settled, timeout=30, interval=0.2)
             await asyncio.sleep(0.5)  # a redelivery, had there been one, would show now

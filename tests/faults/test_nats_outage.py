@@ -11,7 +11,7 @@ import time
 import nats
 import pytest
 
-from escalator.channels.recording import RecordingChannel
+from tests.recording import RecordingChannel
 from tests.harness import eventually, publish, running_daemon, stream_events
 from tests.test_engine import ladders, nats_server, settings, urgent  # noqa: F401 - fixtures
 
@@ -53,12 +53,12 @@ def test_thirty_seconds_without_nats_lose_nothing(ladders, db_url, nats_server, 
             late = [asyncio.create_task(retrying_publish(nats_server.url, f"inc-late-{i}")) for i in range(LATE)]
             await asyncio.sleep(OUTAGE_S)
             during = [r for r in recorder.pages if r.at > down_at]
-            backlog = len(daemon.store.outbox_batch(10_000))
+            backlog = len(daemon.outbox.waiting(10_000))
             nats_server.start()
             up_at = time.monotonic()
             stored = await asyncio.gather(*late)
             await eventually(lambda: all(any(p.page.incident_id == f"inc-late-{i}" for p in recorder.pages) for i in range(LATE)), timeout=30)
-            await eventually(lambda: not daemon.store.outbox_batch(1), timeout=30)
+            await eventually(lambda: not daemon.outbox.waiting(1), timeout=30)
             flushed = time.monotonic() - up_at
             timelines = {i: daemon.store.timeline(i)[0] for i in ("inc-out", "inc-night", *(f"inc-late-{n}" for n in range(LATE)))}
             return during, backlog, stored, up_at, flushed, timelines

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from escalator import clock, ladder_files
-from escalator.channels.recording import RecordingChannel
+from tests.recording import RecordingChannel
 from escalator.store import migrate
 from escalator.store.catalog import Catalog
 from escalator.store.db import make_engine

@@ -11,7 +11,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from escalator.channels import Outcome, Page
+from escalator.channels import Delivery, Outcome, Page
 from escalator.ladders import Contact
 
 
@@ -45,8 +45,8 @@ class RecordingChannel:
         self.notices.append((contact.id, incident_id, text))
         self._wake()
 
-    async def delivery_status(self, ref: str) -> str:
-        return "delivered"
+    async def delivery_status(self, ref: str) -> Delivery:
+        return Delivery("delivered", final=True, ok=True)
 
     async def close(self) -> None:
         return None

@@ -1,8 +1,9 @@
-"""What a technician's reply, key press or a provider's status report does to an incident.
+"""The webhooks: what a technician's reply, key press, tap in the app, or a provider's status report
+does to an incident, and what to answer.
 
-The webhooks (escalator.web) check signatures and parse forms; this turns what they received into
-walk events through the engine, and says what to answer. Only a key press or a reply from the
-number a code was sent to acknowledges; a voicemail never does.
+escalator.web checks signatures and parses forms; this turns what arrived into the engine's one
+acknowledgement path (Engine.acknowledge / pass_on) and its answer into words for the person.
+Only a key press or a reply from the number a code was sent to acknowledges; a voicemail never does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import TypeVar
 
 from escalator import clock, replies, twiml, walk
 from escalator.ack_tokens import AckTokens, InvalidToken
+from escalator.channels import twilio
 from escalator.channels.twilio import callback_url
+from escalator.answers import ACKNOWLEDGED, PASSED, UNKNOWN, Answer
 from escalator.engine import Engine
 from escalator.logs import mask_phone
 from escalator.store.callbacks import HandledCallbacks
@@ -23,15 +26,12 @@ from escalator.store.incidents import IncidentStore
 from escalator.store.sms_codes import STRIKES, SmsCodes
 from escalator.store.tables import IncidentRow, PageRow
 
-log = logging.getLogger("escalator.acks")
+log = logging.getLogger("escalator.webhooks")
 
 T = TypeVar("T")
 
-FAILED = {"voice": {"busy", "failed", "no-answer", "canceled"}, "sms": {"undelivered", "failed"}}
-FINISHED = {"voice": {"completed"}, "sms": {"delivered"}}
-
-
 def closed_text(incident: IncidentRow) -> str:
+    """What somebody who answers a closed incident's page (or an old code) is told."""
     if incident.status == walk.ACKNOWLEDGED:
         return f"Incident {incident.id} was already taken by {incident.acked_by}."
     if incident.status == walk.RESOLVED:
@@ -39,7 +39,23 @@ def closed_text(incident: IncidentRow) -> str:
     return f"Incident {incident.id} has moved on to the next person."
 
 
-class Intake:
+def answer_text(answer: Answer) -> str:
+    """An acknowledgement or pass that changed nothing, in words for the person who sent it."""
+    incident = answer.incident_id
+    if answer.result == walk.TAKEN:
+        return f"Incident {incident} was already taken by {answer.by}."
+    if answer.result == walk.CLOSED:
+        return f"Incident {incident} is resolved. Nothing more to do."
+    if answer.result == walk.NOT_PAGED:
+        return f"You were not paged for incident {incident}."
+    if answer.result == walk.NOTHING_TO_PASS:
+        return f"Everyone on the ladder has been paged for incident {incident}: there is nobody to pass it to."
+    if answer.result == UNKNOWN:
+        return f"There is no incident {incident}."
+    return f"Incident {incident} has moved on to the next person."  # stale, or not on this leg
+
+
+class Webhooks:
     def __init__(
         self, engine: Engine, store: IncidentStore, codes: SmsCodes, public_url: str, now: Callable[[], datetime] = clock.now,
         tokens: AckTokens | None = None,
@@ -87,21 +103,23 @@ class Intake:
             row = next((p for p in open_pages if p.code == reply.code), None)
             if row is None:
                 late = await asyncio.to_thread(self.codes.latest, phone, reply.code, now)
-                if late is not None:  # a real code of this number whose incident is closed: answer politely
+                if late is not None:  # a real code of this number, closed or replaced: answer politely
                     incident = await asyncio.to_thread(self.store.get, late.incident_id)
+                    if incident is not None and incident.status in walk.ACTIVE and late.replaced_at is not None:
+                        now_code = await asyncio.to_thread(self.codes.current, late.incident_id, late.page_key.split("#")[0])
+                        if now_code is not None:
+                            return f"That code was changed after too many wrong codes. Reply ACK {now_code.code} for incident {incident.id}."
                     return closed_text(incident) if incident else replies.HELP
                 return await self._wrong_code(phone, reply.code, now)
         if reply.action == replies.ACK:
-            event: walk.Event = walk.Acknowledge(row.contact, "sms", row.contact)
+            answer = await self.engine.acknowledge(row.incident_id, row.contact, walk.SMS, row.contact)
         else:
-            event = walk.Pass(row.contact, "sms", row.contact, row.cycle, row.leg_index)
-        result = await self.engine.handle(row.incident_id, event, f"{reply.action} by {row.contact} over SMS changed nothing")
-        incident = await asyncio.to_thread(self.store.get, row.incident_id)
-        if result.outcome == "changed":
-            if reply.action == replies.ACK:
-                return f"You have incident {row.incident_id}: {incident.summary}. Thank you."
+            answer = await self.engine.pass_on(row.incident_id, row.contact, walk.SMS, row.contact, row.cycle, row.leg_index)
+        if answer.result == ACKNOWLEDGED:
+            return f"You have incident {row.incident_id}: {answer.summary}. Thank you."
+        if answer.result == PASSED:
             return f"Passed on. The next person is being paged for incident {row.incident_id}."
-        return closed_text(incident)
+        return answer_text(answer)
 
     async def _wrong_code(self, phone: str, code: str, now: datetime) -> str:
         """A code this number never had. Guesses are counted; at the limit the number's codes are
@@ -157,19 +175,15 @@ class Intake:
             return twiml.say_and_hang_up("This call is no longer needed. Goodbye.")
         if digits not in ("1", "2"):  # star, or any other key: say it all again
             return twiml.redirect(self._url("/twilio/voice", incident_id, key, attempt))
-        taking = digits == "1"
-        if taking:
-            event: walk.Event = walk.Acknowledge(page.contact, "voice", page.contact)
+        if digits == "1":
+            answer = await self.engine.acknowledge(incident_id, page.contact, walk.VOICE, page.contact)
         else:
-            event = walk.Pass(page.contact, "voice", page.contact, page.cycle, page.leg_index)
-        verb = "acknowledgement" if taking else "pass"
-        result = await self.engine.handle(incident_id, event, f"{verb} by {page.contact} by key press changed nothing")
-        if result.outcome != "changed":
-            incident = await asyncio.to_thread(self.store.get, incident_id)
-            return twiml.say_and_hang_up(closed_text(incident) + " Goodbye.")
-        if taking:
-            return twiml.say_and_hang_up(f"You have it. The incident is yours: {incident.summary}. Thank you. Goodbye.")
-        return twiml.say_and_hang_up("Passed on. The next person is being paged. Goodbye.")
+            answer = await self.engine.pass_on(incident_id, page.contact, walk.VOICE, page.contact, page.cycle, page.leg_index)
+        if answer.result == ACKNOWLEDGED:
+            return twiml.say_and_hang_up(f"You have it. The incident is yours: {answer.summary}. Thank you. Goodbye.")
+        if answer.result == PASSED:
+            return twiml.say_and_hang_up("Passed on. The next person is being paged. Goodbye.")
+        return twiml.say_and_hang_up(answer_text(answer) + " Goodbye.")
 
     # -- push ---------------------------------------------------------------------------------------
 
@@ -188,25 +202,25 @@ class Intake:
             return 404, {"error": f"no incident {incident_id}"}
         who = grant.contact
         if action == replies.ACK:
-            event: walk.Event = walk.Acknowledge(who, "push", who)
+            answer = await self.engine.acknowledge(incident_id, who, walk.PUSH, who)
         else:
-            event = walk.Pass(who, "push", who, grant.cycle, grant.leg_index)
-        result = await self.engine.handle(incident_id, event, f"{action} by {who} from the app changed nothing")
+            answer = await self.engine.pass_on(incident_id, who, walk.PUSH, who, grant.cycle, grant.leg_index)
         incident = await asyncio.to_thread(self.store.get, incident_id)
         body = {"incident": incident_id, "status": incident.status, "acked_by": incident.acked_by}
-        if result.outcome == "changed":
-            return 200, body | {"result": "acknowledged" if action == replies.ACK else "passed"}
-        return 200, body | {"result": "unchanged", "message": closed_text(incident)}
+        if answer.took_effect:
+            return 200, body | {"result": answer.result}
+        return 200, body | {"result": "unchanged", "reason": answer.result, "message": answer_text(answer)}
 
     # -- delivery status ----------------------------------------------------------------------------
 
     async def status(self, incident_id: str, key: str, channel: str, status: str, error_code: str | None) -> None:
         """Failures feed the "nobody reachable" rule; successes go to the timeline's notes."""
         page = await asyncio.to_thread(self.store.page, incident_id, key)
-        if page is None or channel not in FAILED:
+        if page is None or channel not in (walk.VOICE, walk.SMS):
             return
-        if status in FAILED[channel]:
+        outcome = twilio.callback_outcome(channel, status)
+        if outcome == twilio.FAILED:
             reason = f"{channel} {status}" + (f" (Twilio error {error_code})" if error_code else "")
             await self.engine.handle(incident_id, walk.PageFailed(IncidentStore.page_cmd(page), reason))
-        elif status in FINISHED[channel]:
+        elif outcome == twilio.FINISHED:
             await asyncio.to_thread(self.store.note, incident_id, f"{channel} to {page.contact} {status}", self.now())

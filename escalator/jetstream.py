@@ -1,21 +1,13 @@
-"""NATS JetStream plumbing: connection, the two streams, and the outbox publisher.
-
-Events reach `escalations.<event>` only through the outbox: a step commits its events to the
-database, and this publisher sends them in order, with `Nats-Msg-Id` = `<incident>:<seq>` so a
-re-sent event is dropped by JetStream's duplicate window. A NATS outage delays events; none is lost.
-"""
+"""The NATS JetStream connection: how escalator logs in (Trust), connects, and the two streams."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import json
 import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -23,7 +15,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.errors import BadRequestError
 
-log = logging.getLogger("escalator.bus")
+log = logging.getLogger("escalator.jetstream")
 
 INCIDENTS = StreamConfig(name="INCIDENTS", subjects=["incidents.>"], duplicate_window=600.0, max_age=7 * 86400.0)
 ESCALATIONS = StreamConfig(name="ESCALATIONS", subjects=["escalations.>"], duplicate_window=600.0, max_age=30 * 86400.0)
@@ -100,53 +92,3 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             except BadRequestError as exc:  # another replica created it between the two calls
                 if "already in use" not in str(exc):
                     raise
-
-
-class OutboxSource(Protocol):
-    def outbox_batch(self, limit: int = ...) -> list[Any]: ...
-
-    def outbox_done(self, ids: Iterable[int]) -> None: ...
-
-
-class OutboxPublisher:
-    def __init__(self, source: OutboxSource, on_backlog: Callable[[int], None] = lambda n: None):
-        self.source = source
-        self.on_backlog = on_backlog
-        self.js: JetStreamContext | None = None
-        self._wake = asyncio.Event()
-
-    def kick(self) -> None:
-        self._wake.set()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        delay = 0.2
-        while not stop.is_set():
-            rows = await asyncio.to_thread(self.source.outbox_batch, 500)
-            self.on_backlog(len(rows))
-            if not rows or self.js is None:
-                await self._sleep(stop, 1.0)
-                continue
-            published: list[int] = []
-            try:
-                for row in rows:  # one at a time: events of an incident reach the stream in seq order
-                    await self.js.publish(
-                        row.subject, json.dumps(row.payload).encode(), headers={"Nats-Msg-Id": row.msg_id}, timeout=5
-                    )
-                    published.append(row.id)
-                delay = 0.2
-            except Exception as exc:
-                log.warning("publishing events failed (%s); %d waiting, retrying in %.1fs", type(exc).__name__, len(rows) - len(published), delay)
-                await self._sleep(stop, delay)
-                delay = min(delay * 2, 5.0)
-            finally:
-                if published:
-                    await asyncio.to_thread(self.source.outbox_done, published)
-
-    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
-        self._wake.clear()
-        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
