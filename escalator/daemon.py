@@ -29,6 +29,7 @@ from escalator.engine import Engine
 from escalator.ingest import Ingest
 from escalator.metrics import Metrics
 from escalator.outbox import OutboxPublisher
+from escalator.provider_queue import ProviderQueue
 from escalator.settings import Settings
 from escalator.lease_keeper import LeaseKeeper
 from escalator.store.db import display_url, make_engine, read_session, single_replica_lock
@@ -53,8 +54,16 @@ def build_channels(settings: Settings, metrics: Metrics, tokens: AckTokens | Non
         metrics.breaker_state.labels(name).set(BREAKER_LEVEL[new])
         (log.warning if new == resilience.OPEN else log.info)("breaker %s: %s → %s", name, old, new)
 
+    def queue(provider: str, limit: int) -> ProviderQueue:
+        metrics.page_queue_depth.labels(provider).set(0)
+        return ProviderQueue(
+            provider, limit, on_wait=lambda name, seconds: metrics.page_queue_seconds.labels(name).observe(seconds),
+            on_depth=lambda name, depth: metrics.page_queue_depth.labels(name).set(depth),
+        )
+
     channels: dict[str, Channel] = {}
     client = None
+    twilio_queue = queue("twilio", twilio_channel.IN_FLIGHT)  # voice and SMS share the account
     if not settings.dry_run_effective and settings.twilio_configured:
         client = twilio_channel.make_client(
             settings.twilio_account_sid or "", settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else "",
@@ -68,11 +77,15 @@ def build_channels(settings: Settings, metrics: Metrics, tokens: AckTokens | Non
         elif name == "push" and settings.fcm_configured and tokens is not None:
             breaker = resilience.CircuitBreaker(name, on_change=breaker_changed)
             app = fcm_channel.make_app(str(settings.fcm_credentials), settings.fcm_api_url, f"escalator-{id(metrics)}")
-            channels[name] = fcm_channel.FcmChannel(app, settings.public_url, tokens.issue, breaker, settings.push_critical)
+            channels[name] = fcm_channel.FcmChannel(
+                app, settings.public_url, tokens.issue, breaker, settings.push_critical, queue=queue("fcm", fcm_channel.IN_FLIGHT)
+            )
             log.info("channel push: FCM (%s), project %s", settings.fcm_api_url, app.project_id)
         elif name in ("voice", "sms") and client is not None:
             breaker = resilience.CircuitBreaker(name, on_change=breaker_changed)
-            channels[name] = twilio_channel.TwilioChannel(name, client, settings.twilio_from or "", settings.public_url, breaker)
+            channels[name] = twilio_channel.TwilioChannel(
+                name, client, settings.twilio_from or "", settings.public_url, breaker, queue=twilio_queue
+            )
             log.info("channel %s: Twilio (%s), callbacks under %s", name, settings.twilio_api_url, settings.public_url)
         else:
             channels[name] = NotConfiguredChannel(name)
@@ -93,7 +106,7 @@ class Daemon:
         self.tokens = AckTokens(signing_key(settings.push_signing_key, settings.data_dir), settings.previous_push_keys)
         self.channels = dict(channels) if channels is not None else build_channels(settings, self.metrics, self.tokens)
         self.outbox = Outbox(self.db)
-        self.publisher = OutboxPublisher(self.outbox, self.metrics.outbox_backlog.set)
+        self.publisher = OutboxPublisher(self.outbox)
         self.engine = Engine(self.store, self.channels, self.metrics, settings.default_ladder, on_events=self.publisher.kick)
         self.leases = LeaseKeeper(Leases(self.db, settings.replica, settings.lease_seconds), self.engine, self.metrics, settings.lease_seconds)
         self.single_replica = self.db.dialect.name == "sqlite"
@@ -227,11 +240,13 @@ class Daemon:
         self.publisher.kick()
 
     async def _housekeeping(self) -> None:
-        """Every 15 s: the gauges; once an hour: forget Twilio callbacks older than a year."""
+        """Every 15 s: the gauges (open incidents, the outbox backlog); once an hour: forget Twilio
+        callbacks older than a year."""
         rounds = 0
         while not self.stop_event.is_set():
             try:
                 await self.engine.refresh_gauges()
+                self.metrics.outbox_backlog.set(await asyncio.to_thread(self.outbox.count))
                 if rounds % 240 == 0:
                     await asyncio.to_thread(self.webhooks.callbacks.prune, clock.now())
             except Exception:

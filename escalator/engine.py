@@ -27,7 +27,7 @@ from escalator.logs import incident_var
 from escalator.metrics import Metrics
 from escalator.store.group_commit import GroupCommit
 from escalator.store.incidents import IncidentStore, NewIncident, StepResult
-from escalator.walk import ArmWindow, CancelWindow, Emit, Event, Notify, PageCmd, PageFailed, PageSent, StopPages
+from escalator.walk import ArmWindow, CancelCalls, CancelWindow, Emit, Event, Notify, PageCmd, PageFailed, PageSent, StopPages
 from escalator.windows import Windows
 
 log = logging.getLogger("escalator.engine")
@@ -135,6 +135,9 @@ class Engine:
 
     async def _readopt(self, incident_ids: list[str]) -> None:
         found = await asyncio.to_thread(self.store.statuses, incident_ids)
+        for incident_id, (status, _) in found.items():
+            if status not in walk.ACTIVE:  # closed by the step whose answer was lost: stop what is ours
+                await self.reconsider(incident_id)
         mine = [i for i, (status, owner) in found.items() if status in walk.ACTIVE and owner == self.store.replica]
         if mine:
             windows, resent = await self.adopt(mine)
@@ -191,7 +194,10 @@ class Engine:
         (nats: an app gateway, the CLI), or an operator (channel None). `contact`, when known, must
         have been paged for the incident."""
         result = await self.handle(incident_id, walk.Acknowledge(by, channel, contact))
-        return self._answer(incident_id, result, ACKNOWLEDGED)
+        answer = self._answer(incident_id, result, ACKNOWLEDGED)
+        if answer.result == walk.TAKEN and answer.by == by:  # already theirs (a retry, an answer lost with a commit)
+            return replace(answer, result=ACKNOWLEDGED, reason="")
+        return answer
 
     async def pass_on(
         self, incident_id: str, by: str, channel: str | None, contact: str | None = None,
@@ -276,6 +282,8 @@ class Engine:
                 self.windows.cancel(incident_id)
             elif isinstance(command, StopPages):
                 self._stop_pages(incident_id)
+            elif isinstance(command, CancelCalls):
+                self._spawn(self._cancel_calls(incident_id, command))
             elif isinstance(command, PageCmd):
                 self._page(incident_id, command, result.summary, result.contacts.get(command.contact), result.codes.get(command.key))
                 self.owned.add(incident_id)  # the step took the incident (escalator.store.incidents)
@@ -392,6 +400,20 @@ class Engine:
             waiting.done.set_result(step.result())
             return
         waiting.done.exception()  # retrieved: every waiter retries on its own
+
+    async def _cancel_calls(self, incident_id: str, command: CancelCalls) -> None:
+        """Best effort: a call that is no longer queued or ringing is left alone by the provider."""
+        channel = self.channels.get(walk.VOICE)
+        if channel is None:
+            return
+        refs = list(command.refs)
+        if command.keys:
+            try:
+                refs += await asyncio.to_thread(self.store.call_refs, incident_id, command.keys)
+            except Exception:
+                log.warning("could not look up the calls to stop for incident %s", incident_id)
+        for ref in refs:
+            await channel.cancel(ref)
 
     async def _notify(self, incident_id: str, command: Notify, contacts: Mapping[str, Any]) -> None:
         contact = contacts.get(command.contact)

@@ -42,3 +42,10 @@ class Metrics:
         self.http_refused = Counter(
             "escalator_http_refused", "HTTP requests refused before any parsing, by reason", ["reason"], registry=r
         )
+        self.page_queue_seconds = Histogram(
+            "escalator_page_queue_seconds", "How long a provider request waited inside escalator for one of the provider's slots",
+            ["provider"], buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120), registry=r,
+        )
+        self.page_queue_depth = Gauge(
+            "escalator_page_queue_depth", "Provider requests waiting inside escalator for a slot", ["provider"], registry=r
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -28,10 +29,11 @@ class OutboxPublisher:
     stream in `seq` order, stops at the first failure, and deletes what went out."""
 
     BATCH = 500
+    ROUND_S = 10.0  # a claim is held at most this long: what is left goes back for the next round
 
-    def __init__(self, source: OutboxSource, on_backlog: Callable[[int], None] = lambda n: None):
+    def __init__(self, source: OutboxSource, clock: Callable[[], float] = time.monotonic):
         self.source = source
-        self.on_backlog = on_backlog
+        self.clock = clock
         self.js: JetStreamContext | None = None
         self._wake = asyncio.Event()
 
@@ -45,10 +47,12 @@ class OutboxPublisher:
                 await self._sleep(stop, 1.0)
                 continue
             claim = await asyncio.to_thread(self.source.claim, self.BATCH)
-            self.on_backlog(len(claim.events))
             published: list[int] = []
+            until = self.clock() + self.ROUND_S
             try:
                 for event in claim.events:
+                    if self.clock() > until:  # a slow NATS must not hold the rows' locks for long
+                        break
                     await self.js.publish(
                         event.subject, json.dumps(event.payload).encode(), headers={"Nats-Msg-Id": event.msg_id}, timeout=5
                     )
@@ -59,7 +63,7 @@ class OutboxPublisher:
                             len(claim.events) - len(published), delay)
             finally:
                 await asyncio.shield(asyncio.to_thread(claim.finish, published))
-            if len(published) < len(claim.events):
+            if len(published) < len(claim.events) and self.clock() <= until:  # stopped by a failure
                 await self._sleep(stop, delay)
                 delay = min(delay * 2, 5.0)
             elif not claim.events:

@@ -16,12 +16,15 @@ clock, which the tests and a correct cool-down both need (NOTES).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from escalator.provider_queue import FIRST, RETRY, ProviderQueue
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -130,13 +133,28 @@ async def call(
     clock: Clock = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     wait: Callable[[RetryCallState], float] | None = None,
+    queue: ProviderQueue | None = None,
+    priority: int = FIRST,
 ) -> T:
     """Run `attempt` through the breaker, retrying transient failures until `deadline` (on `clock`).
 
-    Raises BreakerOpen, or the last ProviderError (permanent, or transient with no time left).
+    With a `queue`, each attempt first waits for one of the provider's slots (the first at
+    `priority`, retries behind first pages); only then do the breaker and the request's timeout
+    see it, so waiting inside escalator is never counted as the provider's failure.
+
+    Raises BreakerOpen, Abandoned (no slot before the deadline), or the last ProviderError
+    (permanent, or transient with no time left).
     """
+    tries = 0
 
     async def guarded() -> T:
+        nonlocal tries
+        turn = priority if tries == 0 else RETRY
+        tries += 1
+        async with queue.slot(turn, deadline) if queue is not None else contextlib.nullcontext():
+            return await _guarded()
+
+    async def _guarded() -> T:
         if not breaker.allow():
             raise BreakerOpen(breaker.name)
         try:

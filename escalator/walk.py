@@ -36,6 +36,9 @@ Rules, each a unit test in tests/test_walk.py:
   one exception: an unreachable *last* leg does not start a new cycle early; the window does, so
   a total outage pages once per window instead of spinning through the ladder.
 - Resolve stops everything. Acks and passes after an incident is closed change nothing.
+- A leg that ends (window, pass) or an incident that is taken or resolved stops its calls still
+  queued or ringing (`CancelCalls`); a call the provider accepts only after its leg ended is
+  stopped as soon as it is known.
 - A message refused for an existing incident is recorded in its timeline (`rejected`, next seq).
 """
 
@@ -233,6 +236,16 @@ class StopPages:
 
 
 @dataclass(frozen=True)
+class CancelCalls:
+    """Calls that may still be queued at the provider or ringing, whose leg is over (or whose
+    incident was taken): stop them. `keys` name pages (the shell finds their calls); `refs` are
+    calls already known by the provider's id."""
+
+    keys: tuple[str, ...] = ()
+    refs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SetPage:
     """Record a page's outcome on its row."""
 
@@ -254,7 +267,7 @@ class Ignored:
     noteworthy: bool = True
 
 
-Command = PageCmd | ArmWindow | CancelWindow | Emit | Notify | StopPages | SetPage | Ignored
+Command = PageCmd | ArmWindow | CancelWindow | Emit | Notify | StopPages | CancelCalls | SetPage | Ignored
 
 
 # -- the state ---------------------------------------------------------------------------------------
@@ -365,6 +378,19 @@ class _Step:
         else:
             self.exhaust()
 
+    def cancel_calls(self) -> None:
+        """The calls of the leg now ending (or of the exhaustion) may still be queued at the provider
+        or ringing: they are stopped, so no phone rings for a leg that is over."""
+        w = self.walk
+        if w.status == OPEN:
+            keys = [page_key(w.cycle, w.leg_index, c, VOICE) for c, channel in w.leg.targets if channel == VOICE]
+        elif w.status == EXHAUSTED:
+            keys = [exhaustion_key(c, VOICE) for leg in w.plan.legs for c, channel in leg.targets if channel == VOICE]
+        else:
+            return
+        if keys:
+            self.commands.append(CancelCalls(tuple(dict.fromkeys(keys))))
+
     def unreachable(self) -> None:
         self.emit("passed", **self.leg_fields(), reason="unreachable: every page of the leg failed")
         self.advance(early=True)
@@ -429,6 +455,7 @@ def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]
         if status != OPEN or (event.cycle, event.leg_index) != (walk.cycle, walk.leg_index):
             return walk, [Ignored(STALE, "a stale window: that leg already ended", noteworthy=False)]
         step.emit("leg_timed_out", **step.leg_fields())
+        step.cancel_calls()
         step.advance()
 
     elif isinstance(event, Acknowledge):
@@ -436,6 +463,7 @@ def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]
             return walk, [_closed(walk)]
         if event.contact is not None and event.contact not in walk.paged:
             return walk, [Ignored(NOT_PAGED, f"{event.contact} was not paged for this incident")]
+        step.cancel_calls()
         step.set(status=ACKNOWLEDGED, acked_by=event.by, deadline=None, live=frozenset())
         step.commands += [CancelWindow(), StopPages()]
         step.emit("acknowledged", by=event.by, channel=event.channel, contact=event.contact, **step.leg_fields())
@@ -451,6 +479,7 @@ def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]
         if event.contact is not None and event.contact not in walk.leg.contacts:
             return walk, [Ignored(NOT_THIS_LEG, f"{event.contact} is not on the current leg ({walk.leg.name})")]
         step.emit("passed", by=event.by, channel=event.channel, contact=event.contact, **step.leg_fields())
+        step.cancel_calls()
         step.advance()
 
     elif isinstance(event, PageSent):
@@ -461,6 +490,8 @@ def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]
             kept = PAGE_SENT if recorded.status == PAGE_PENDING else recorded.status
             step.commands.append(SetPage(page.key, kept, event.ref, recorded.reason))
         step.emit("page_sent", contact=page.contact, channel=page.channel, cycle=page.cycle, leg=page.leg, leg_index=page.leg_index)
+        if page.channel == VOICE and event.ref and not is_current(walk, page.key):
+            step.commands.append(CancelCalls(refs=(event.ref,)))  # placed after its leg ended: stop it ringing
 
     elif isinstance(event, PageFailed):
         page, recorded = event.page, event.recorded
@@ -480,6 +511,7 @@ def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]
     elif isinstance(event, Resolve):
         if status not in (*ACTIVE, ACKNOWLEDGED):
             return walk, [Ignored(CLOSED, "already resolved")]
+        step.cancel_calls()
         step.set(status=RESOLVED, closed_by=event.by, deadline=None, live=frozenset())
         step.commands += [CancelWindow(), StopPages()]
         step.emit("resolved", by=event.by)

@@ -109,6 +109,8 @@ class Webhooks:
                         now_code = await asyncio.to_thread(self.codes.current, late.incident_id, late.page_key.split("#")[0])
                         if now_code is not None:
                             return f"That code was changed after too many wrong codes. Reply ACK {now_code.code} for incident {incident.id}."
+                    if incident is not None and incident.status == walk.ACKNOWLEDGED and incident.acked_by == late.contact:
+                        return f"You have incident {incident.id}: {incident.summary}. Thank you."  # already theirs
                     return closed_text(incident) if incident else replies.HELP
                 return await self._wrong_code(phone, reply.code, now)
         if reply.action == replies.ACK:

@@ -27,6 +27,7 @@ class RecordingChannel:
     name: str
     pages: list[Recorded] = field(default_factory=list)
     notices: list[tuple[str, str, str]] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)  # refs of pages asked to be stopped (calls)
     fail: dict[str, str] = field(default_factory=dict)  # contact id → reason
     hang: set[str] = field(default_factory=set)  # contact ids whose pages never return
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -47,6 +48,9 @@ class RecordingChannel:
 
     async def delivery_status(self, ref: str) -> Delivery:
         return Delivery("delivered", final=True, ok=True)
+
+    async def cancel(self, ref: str) -> None:
+        self.cancelled.append(ref)
 
     async def close(self) -> None:
         return None

@@ -71,6 +71,12 @@ def test_a_step_that_writes_before_it_refuses_breaks_the_contract(engine) -> Non
         tx.insert(IncidentNoteRow.__table__, {"incident_id": "x", "at": None, "note": "half"})
         raise Rejected("too late", "x")
 
+    def refuses_after_an_orm_change(tx):
+        tx.session.add(IncidentNoteRow(incident_id="x", note="half"))
+        raise Rejected("too late", "x")
+
+    orm = run_batch(engine, [refuses_after_an_orm_change])
+    assert isinstance(orm.results[0], AssertionError)
     clean = run_batch(engine, [refuses_cleanly])
     assert isinstance(clean.results[0], Rejected) and not clean.uncertain
     broken = run_batch(engine, [refuses_late])

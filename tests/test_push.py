@@ -77,7 +77,7 @@ def test_push_page_and_tap_to_acknowledge(ladders, db_url, nats_server, tmp_path
     assert message["apns"]["payload"]["aps"]["interruption-level"] == "time-sensitive"
     assert [r[0] for r in refused] == [401, 401, 401]
     assert accepted == (200, {"incident": "p-1", "status": "acknowledged", "acked_by": "alice", "result": "acknowledged"})
-    assert again[0] == 200 and again[1]["result"] == "unchanged" and "already taken by alice" in again[1]["message"]
+    assert again == accepted  # a second tap by the one who has it: still theirs (a lost answer retried looks the same)
     ack = [e for e in timeline if e.event == "acknowledged"][0].data
     assert (ack["channel"], ack["contact"]) == ("push", "alice")
 

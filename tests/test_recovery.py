@@ -50,6 +50,7 @@ def test_kill9_mid_leg_continues_at_the_right_leg(ladders, db_url, nats_server, 
             time.sleep(max(first_deadline.timestamp() - time.time(), 0) + 1.0)
         restarted_at = time.time()  # the new process is launched now; recovery runs before it reports ready
         daemon.start()
+        ready_at = time.time()
         def second_leg_paged() -> bool:
             return [(e.event, e.data.get("leg_index")) for e in events_of(store, "inc-crash")].count(("page_sent", 1)) == 2
 
@@ -62,11 +63,14 @@ def test_kill9_mid_leg_continues_at_the_right_leg(ladders, db_url, nats_server, 
     legs = [(e.data["cycle"], e.data["leg_index"]) for e in events if e.event == "leg_started"]
     assert legs[:2] == [(1, 0), (1, 1)] and len(legs) == len(set(legs))  # no leg skipped or repeated, no restart
     second = next(e for e in events if e.event == "leg_started" and e.data["leg_index"] == 1)
-    if restart_after_deadline:  # an overdue window fires at once on start
-        assert restarted_at <= second.at.timestamp() <= restarted_at + 5.0
-    else:  # the window fires at its original deadline, as if nothing happened
-        assert restarted_at < first_deadline.timestamp()
-        assert 0 <= second.at.timestamp() - first_deadline.timestamp() < 3.0, (second.at, first_deadline)  # not a new window
+    # The window fires at its original deadline, or at once on start when that has passed — never a
+    # new window from the restart (5 s, or 2 s scaled, later). Bounds: start-up under a loaded
+    # machine (the parallel suite) takes seconds of its own.
+    fired = second.at.timestamp()
+    if restart_after_deadline:
+        assert restarted_at <= fired <= ready_at + 2.0, (restarted_at, fired, ready_at)
+    else:
+        assert restarted_at < first_deadline.timestamp() <= fired <= max(first_deadline.timestamp(), ready_at) + 2.0
     sent = [(e.data["leg_index"], e.data["contact"], e.data["channel"]) for e in events if e.event == "page_sent"]
     assert sorted(s for s in sent if s[0] == 0) == [(0, "alice", "push"), (0, "alice", "sms"), (0, "alice", "voice")]
     assert sorted(s for s in sent if s[0] == 1) == [(1, "bob", "sms"), (1, "bob", "voice")]

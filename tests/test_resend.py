@@ -135,3 +135,20 @@ def test_a_shutdown_leaves_unfinished_pages_pending_for_the_resend_rule(ladders)
 
     asyncio.run(scenario())
     assert {p.status for p in store.pages("inc-down")} == {"pending"}
+
+
+def test_a_resend_claim_run_twice_is_still_the_same_claim(ladders) -> None:
+    """The group commit may run a step twice (its first commit kept, its answer lost): the second run
+    of a re-send claim must return the claim, not take it for someone else's and drop the page."""
+    from escalator.store.group_commit import write_one
+
+    store = IncidentStore(ladders.engine, replica="local")
+    store.open(NewIncident("inc-twice", "slow", "No heat"), None, clock.now())
+    pending = [p for p in store.unsent_pages(["inc-twice"])]
+    _, page, _ = next(p for p in pending if p[1].channel == "voice")
+    now = clock.now()
+    first = write_one(ladders.engine, lambda tx: store.claim_resend_in(tx, page, "inc-twice", now))
+    again = write_one(ladders.engine, lambda tx: store.claim_resend_in(tx, page, "inc-twice", now))
+    later = write_one(ladders.engine, lambda tx: store.claim_resend_in(tx, page, "inc-twice", clock.now()))
+    assert first is not None and again is not None and again.commands == first.commands
+    assert later is None  # another claim (another moment): re-sent once already

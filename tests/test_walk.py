@@ -11,6 +11,7 @@ from escalator import walk as w
 from escalator.walk import (
     Acknowledge,
     ArmWindow,
+    CancelCalls,
     CancelWindow,
     Emit,
     Ignored,
@@ -102,7 +103,7 @@ def test_cycles_zero_walks_forever() -> None:
         walk, cmds = expire(walk, t)
         assert walk.status == "open"
     assert walk.cycle == 6 and walk.leg_index == 0
-    assert cmds[1].fields["cycle"] == 6
+    assert [c for c in cmds if isinstance(c, Emit)][1].fields["cycle"] == 6
 
 
 def test_cycles_reached_exhausts_and_pages_everyone_at_once() -> None:
@@ -412,3 +413,28 @@ def test_properties_of_any_walk(cycles: int, script: list[str]) -> None:
         # seq is dense
         seqs = [c.seq for c in cmds if isinstance(c, Emit)]
         assert seqs == list(range(before.seq + 1, before.seq + 1 + len(seqs)))
+
+
+def test_calls_of_a_leg_that_ends_are_stopped() -> None:
+    """A leg over (window, pass) or an incident taken or resolved: its calls that may still be queued
+    or ringing are cancelled; a call accepted only after its leg ended too."""
+    walk, _ = opened()
+    first_call = _page(walk, "alice", "voice")
+    ended, cmds = expire(walk, T0 + timedelta(minutes=2))
+    assert CancelCalls(("c1.l0.alice.voice",)) in cmds
+    _, cmds = decide(ended, Pass("ops"), T0)
+    assert CancelCalls(("c1.l1.bob.voice",)) in cmds
+    _, cmds = decide(ended, Acknowledge("bob", "sms", "bob"), T0)
+    assert CancelCalls(("c1.l1.bob.voice",)) in cmds
+    _, cmds = decide(ended, Resolve("ops"), T0)
+    assert CancelCalls(("c1.l1.bob.voice",)) in cmds
+    _, cmds = decide(ended, PageSent(first_call, "CA1", Recorded("pending")), T0)  # alice's call, accepted late
+    assert CancelCalls(refs=("CA1",)) in cmds
+    _, cmds = decide(walk, PageSent(first_call, "CA2", Recorded("pending")), T0)  # on time: it rings
+    assert not [c for c in cmds if isinstance(c, CancelCalls)]
+    exhausted, _ = opened(plan(cycles=1))
+    for _ in range(3):
+        exhausted, _ = expire(exhausted, T0 + timedelta(minutes=10))
+    assert exhausted.status == "exhausted"
+    _, cmds = decide(exhausted, Acknowledge("ops"), T0)
+    assert CancelCalls(("x.alice.voice", "x.bob.voice", "x.carol.voice", "x.dave.voice")) in cmds

@@ -4,6 +4,13 @@ It takes `Calls.json` and `Messages.json` with basic auth; for a call it fetches
 follows `<Gather>` actions by pressing the configured key and sends status callbacks; for a text it
 sends the status callback. Every callback is signed with Twilio's real algorithm
 (`RequestValidator.compute_signature`) over the exact URL it was given.
+
+Twilio's own queues, when asked (`cps`, `mps`): calls beyond the account's calls per second wait
+`queued` and are placed one by one; texts beyond the sender's messages per second wait too, and a
+text that waited longer than its `ValidityPeriod` fails with error 30036 instead of being
+delivered. `POST Calls/{sid}.json Status=canceled` stops a call still queued or ringing (and
+leaves one in progress alone), as Twilio does. `quiet`: no status callbacks and no call flow (the
+benchmark's doubles only answer).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +37,9 @@ class Call:
     form: dict[str, str]
     said: list[str] = field(default_factory=list)  # everything escalator said on the call
     statuses: list[str] = field(default_factory=list)
+    state: str = "queued"  # queued → ringing → in-progress → completed, or canceled / busy / …
+    created: float = 0.0
+    placed: float | None = None  # when it left Twilio's queue
 
 
 @dataclass
@@ -38,6 +49,8 @@ class Message:
     body: str
     form: dict[str, str]
     status: str = "queued"
+    created: float = 0.0
+    error_code: str | None = None
 
 
 class TwilioDouble:
@@ -55,6 +68,13 @@ class TwilioDouble:
         self.text_status: dict[str, str] = {}
         self.api_status: int = 201  # e.g. 500 to fail everything, 400 to reject
         self.hang = False
+        self.cps: float | None = None  # the account's calls per second (Twilio: 1 by default); None: no queue
+        self.mps: float | None = None  # the sender's messages per second (a long code: 1); None: no queue
+        self.ring_s = 0.0  # how long a placed call rings before it is answered
+        self.quiet = False  # accept and answer only: no call flow, no status callbacks
+        self.cancels: list[str] = []  # call sids asked to be canceled
+        self._next_call = 0.0
+        self._next_text = 0.0
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -67,6 +87,7 @@ class TwilioDouble:
         app.router.add_post(base + "/Messages.json", self._create_message)
         app.router.add_get(base + "/Messages/{sid}.json", self._fetch)
         app.router.add_get(base + "/Calls/{sid}.json", self._fetch)
+        app.router.add_post(base + "/Calls/{sid}.json", self._update_call)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -133,29 +154,68 @@ class TwilioDouble:
         error, form, sid = await self._reply(request, "SM")
         if error:
             return error
-        message = Message(sid, form["To"], form["Body"], form)
+        message = Message(sid, form["To"], form["Body"], form, created=time.monotonic())
         self.messages.append(message)
-        status = self.text_status.get(form["To"], "delivered")
-        self._spawn(self._deliver(message, status))
+        if not self.quiet:
+            status = self.text_status.get(form["To"], "delivered")
+            self._spawn(self._deliver(message, status))
         return web.json_response({"sid": sid, "status": "queued", "to": form["To"], "body": form["Body"]}, status=201)
 
     async def _create_call(self, request: web.Request) -> web.Response:
         error, form, sid = await self._reply(request, "CA")
         if error:
             return error
-        call = Call(sid, form["To"], form)
+        call = Call(sid, form["To"], form, created=time.monotonic())
         self.calls.append(call)
-        self._spawn(self._run_call(call))
+        if not self.quiet:
+            self._spawn(self._run_call(call))
         return web.json_response({"sid": sid, "status": "queued", "to": form["To"]}, status=201)
 
+    async def _update_call(self, request: web.Request) -> web.Response:
+        """`calls(sid).update(status="canceled")`: a call still queued or ringing stops; one in
+        progress or over is left as it is (Twilio answers with the call as it stands)."""
+        self.requests += 1
+        if not self._authorised(request):
+            return web.json_response({"code": 20003, "message": "Authenticate", "status": 401}, status=401)
+        form = {k: v for k, v in (await request.post()).items()}
+        sid = request.match_info["sid"]
+        call = next((c for c in self.calls if c.sid == sid), None)
+        if call is None:
+            return web.json_response({"code": 20404, "message": "not found", "status": 404}, status=404)
+        if form.get("Status") == "canceled":
+            self.cancels.append(sid)
+            if call.state in ("queued", "ringing"):
+                call.state = "canceled"
+                self._spawn(self._status(call, "canceled"))
+        return web.json_response({"sid": sid, "status": call.state, "to": call.to})
+
     # -- the phone call, as Twilio drives it -----------------------------------------------------
+
+    async def _turn(self, rate: float | None, attr: str) -> None:
+        """Twilio's queue: at `rate` per second, one after the other."""
+        if rate is None:
+            return
+        now = time.monotonic()
+        slot = max(now, getattr(self, attr))
+        setattr(self, attr, slot + 1 / rate)
+        await asyncio.sleep(slot - now)
 
     async def _run_call(self, call: Call) -> None:
         answer = self.answer.get(call.to, "silent")
         base = {"CallSid": call.sid, "AccountSid": self.account_sid, "From": call.form["From"], "To": call.to}
+        await self._turn(self.cps, "_next_call")
+        if call.state == "canceled":  # stopped while it waited in Twilio's queue
+            return
+        call.placed, call.state = time.monotonic(), "ringing"
+        if self.ring_s:
+            await asyncio.sleep(self.ring_s)
+            if call.state == "canceled":
+                return
         if answer in ("busy", "no-answer", "failed"):
+            call.state = answer
             await self._status(call, answer)
             return
+        call.state = "in-progress"
         answered_by = "machine_start" if answer == "voicemail" else "human"
         url, params = call.form["Url"], {**base, "CallStatus": "in-progress", "AnsweredBy": answered_by}
         keys = list(answer) if answer not in ("voicemail", "silent") else []
@@ -172,6 +232,7 @@ class TwilioDouble:
                 url, params = redirect.text or "", {**base, "CallStatus": "in-progress"}
             else:
                 break
+        call.state = "completed"
         await self._status(call, "completed")
 
     async def _status(self, call: Call, status: str) -> None:
@@ -181,10 +242,17 @@ class TwilioDouble:
             await self.post(callback, {"CallSid": call.sid, "CallStatus": status, "To": call.to})
 
     async def _deliver(self, message: Message, status: str) -> None:
+        await self._turn(self.mps, "_next_text")
+        validity = message.form.get("ValidityPeriod")
+        if validity is not None and time.monotonic() - message.created > float(validity):
+            status, message.error_code = "failed", "30036"  # waited in the queue past its validity period
         await asyncio.sleep(0.05)
         message.status = status
         if message.form.get("StatusCallback"):
-            await self.post(message.form["StatusCallback"], {"MessageSid": message.sid, "MessageStatus": status, "To": message.to})
+            form = {"MessageSid": message.sid, "MessageStatus": status, "To": message.to}
+            if message.error_code:
+                form["ErrorCode"] = message.error_code
+            await self.post(message.form["StatusCallback"], form)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -62,6 +62,8 @@ class Channel(Protocol):
 
     async def delivery_status(self, ref: str) -> Delivery: ...
 
+    async def cancel(self, ref: str) -> None: ...  # stop a page still on its way (a queued or ringing call)
+
     async def notify(self, contact: Contact, incident_id: str, text: str) -> None: ...
 
     async def close(self) -> None: ...
@@ -90,6 +92,9 @@ class DryRunChannel:
     async def delivery_status(self, ref: str) -> Delivery:
         return Delivery("dry-run", final=True, ok=True)
 
+    async def cancel(self, ref: str) -> None:
+        log.info("DRY-RUN %s cancel %s", self.name, ref)
+
     async def close(self) -> None:
         return None
 
@@ -105,6 +110,9 @@ class NotConfiguredChannel:
 
     async def delivery_status(self, ref: str) -> Delivery:
         return Delivery("not configured", final=True, ok=False)
+
+    async def cancel(self, ref: str) -> None:
+        return None
 
     async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
         return None

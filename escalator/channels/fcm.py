@@ -23,11 +23,14 @@ from google.auth.transport import requests as google_requests
 from escalator import resilience
 from escalator.channels import Delivery, Outcome, Page, describe
 from escalator.ladders import Contact
+from escalator.provider_queue import NOTICE, Abandoned, ProviderQueue
 from escalator.resilience import BreakerOpen, CircuitBreaker, ProviderError
 
 log = logging.getLogger("escalator.channels.fcm")
 
 DEFAULT_FCM_URL = "https://fcm.googleapis.com"
+IN_FLIGHT = 32  # requests to FCM at once; the rest wait in the queue (escalator.provider_queue)
+NOTICE_WITHIN_S = 30.0
 REFRESH_AHEAD = timedelta(minutes=5)
 
 
@@ -60,7 +63,7 @@ class FcmChannel:
 
     def __init__(
         self, app: firebase_admin.App, public_url: str, issue_token: Callable[[str, str, int, int], str], breaker: CircuitBreaker,
-        critical: bool = False, clock: resilience.Clock = time.monotonic,
+        critical: bool = False, clock: resilience.Clock = time.monotonic, queue: ProviderQueue | None = None,
     ):
         self.app = app
         self.public_url = public_url
@@ -68,6 +71,7 @@ class FcmChannel:
         self.breaker = breaker
         self.critical = critical
         self.clock = clock
+        self.queue = queue or ProviderQueue("fcm", IN_FLIGHT, clock)
 
     def _message(self, page: Page, token: str, ack_token: str) -> messaging.Message:
         base = f"{self.public_url}/api/v1/incidents/{page.incident_id}"
@@ -118,8 +122,8 @@ class FcmChannel:
             raise transient[0] if transient else errors[0]
 
         try:
-            ref = await resilience.call(attempt, self.breaker, self.clock() + page.window_s, clock=self.clock)
-        except (BreakerOpen, ProviderError) as exc:
+            ref = await resilience.call(attempt, self.breaker, self.clock() + page.window_s, clock=self.clock, queue=self.queue)
+        except (BreakerOpen, ProviderError, Abandoned) as exc:
             log.warning("%s page failed: %s", describe(page), exc.reason)
             return Outcome(False, reason=exc.reason, dead_tokens=tuple(dead))
         return Outcome(True, ref=ref, dead_tokens=tuple(dead))
@@ -144,6 +148,9 @@ class FcmChannel:
         # FCM confirms acceptance; delivery to the device is not reported back.
         return Delivery("accepted", final=True, ok=True)
 
+    async def cancel(self, ref: str) -> None:
+        return None  # a push message cannot be taken back
+
     async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
         if not contact.push_tokens or self.breaker.state == resilience.OPEN:
             return
@@ -156,7 +163,8 @@ class FcmChannel:
                                       notification=messaging.Notification(title="Incident taken", body=text))
                     for t in contact.push_tokens
                 ]
-            await messaging.send_each_async(notices, app=self.app)
+            async with self.queue.slot(NOTICE, self.clock() + NOTICE_WITHIN_S):
+                await messaging.send_each_async(notices, app=self.app)
         except Exception as exc:  # best effort
             log.warning("push notice to %s failed: %s", contact.id, type(exc).__name__)
 

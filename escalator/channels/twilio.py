@@ -21,11 +21,16 @@ from twilio.rest import Client
 from escalator import replies, resilience
 from escalator.channels import TEST_TEXT, Delivery, Outcome, Page, describe
 from escalator.ladders import Contact
+from escalator.provider_queue import CANCEL, NOTICE, Abandoned, ProviderQueue
 from escalator.resilience import BreakerOpen, CircuitBreaker, ProviderError
 
 log = logging.getLogger("escalator.channels.twilio")
 
 REQUEST_TIMEOUT_S = 10.0
+IN_FLIGHT = 32  # requests to Twilio at once (voice and SMS together); the rest wait in the queue
+MAX_VALIDITY_S = 36_000  # Twilio's largest ValidityPeriod (10 hours)
+CANCEL_WITHIN_S = 10.0
+NOTICE_WITHIN_S = 30.0
 
 
 class _HttpClient(AsyncTwilioHttpClient):
@@ -100,11 +105,11 @@ def callback_url(public_url: str, path: str, **query: str) -> str:
 
 
 class TwilioChannel:
-    """`voice` or `sms`, one breaker each."""
+    """`voice` or `sms`, one breaker each; both share the account's request queue."""
 
     def __init__(
         self, name: str, client: Client, from_number: str, public_url: str, breaker: CircuitBreaker,
-        clock: resilience.Clock = time.monotonic,
+        clock: resilience.Clock = time.monotonic, queue: ProviderQueue | None = None,
     ):
         assert name in ("voice", "sms")
         self.name = name
@@ -113,28 +118,34 @@ class TwilioChannel:
         self.public_url = public_url
         self.breaker = breaker
         self.clock = clock
+        self.queue = queue or ProviderQueue("twilio", IN_FLIGHT, clock)
 
     async def send(self, page: Page) -> Outcome:
         if not page.contact.phone:
             return Outcome(False, reason="contact has no phone")
         deadline = self.clock() + page.window_s
         try:
-            ref = await resilience.call(lambda: self._create(page), self.breaker, deadline, clock=self.clock)
-        except (BreakerOpen, ProviderError) as exc:
+            ref = await resilience.call(lambda: self._create(page, deadline), self.breaker, deadline, clock=self.clock, queue=self.queue)
+        except (BreakerOpen, ProviderError, Abandoned) as exc:
             log.warning("%s page failed: %s", describe(page), exc.reason)
             return Outcome(False, reason=exc.reason)
         log.info("%s page sent: %s", describe(page), ref)
         return Outcome(True, ref=ref)
 
-    async def _create(self, page: Page) -> str:
+    async def _create(self, page: Page, deadline: float) -> str:
         query = {"incident": page.incident_id, "key": page.key}
         status_url = callback_url(self.public_url, "/twilio/status", channel=self.name, **query)
         voice_path = "/twilio/test-call" if page.test else "/twilio/voice"
         try:
             if self.name == "sms":
                 body = TEST_TEXT if page.test else replies.page_text(page.summary, page.code or "")
+                # Twilio queues texts beyond the number's rate (1 segment/s for a long code) and would
+                # deliver a late one long after its leg; with a validity period it fails instead
+                # (error 30036, a `failed` status callback), which feeds the "nobody reachable" rule.
+                validity = max(1, min(MAX_VALIDITY_S, round(deadline - self.clock())))
                 message = await self.client.messages.create_async(
                     to=page.contact.phone, from_=self.from_number, body=body, status_callback=status_url,
+                    validity_period=validity,
                 )
                 return str(message.sid)
             call = await self.client.calls.create_async(
@@ -146,12 +157,24 @@ class TwilioChannel:
         except TwilioRestException as exc:
             raise ProviderError.from_status(exc.status, str(exc.msg)[:200]) from None
 
+    async def cancel(self, ref: str) -> None:
+        """Stop a call that is still queued or ringing (its leg is over, or the incident was taken).
+        Twilio leaves a call already answered alone. Best effort: a failure is logged, not retried."""
+        if self.name != "voice" or not ref.startswith("CA"):
+            return
+        try:
+            async with self.queue.slot(CANCEL, self.clock() + CANCEL_WITHIN_S):
+                await asyncio.wait_for(self.client.calls(ref).update_async(status="canceled"), CANCEL_WITHIN_S)
+        except Exception as exc:
+            log.info("cancelling call %s: %s", ref, getattr(exc, "reason", None) or type(exc).__name__)
+
     async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
         # Notices only read the breaker: they neither take its half-open probe nor count against it.
         if self.name != "sms" or not contact.phone or self.breaker.state == resilience.OPEN:
             return
         try:
-            await self.client.messages.create_async(to=contact.phone, from_=self.from_number, body=text)
+            async with self.queue.slot(NOTICE, self.clock() + NOTICE_WITHIN_S):
+                await self.client.messages.create_async(to=contact.phone, from_=self.from_number, body=text)
         except Exception as exc:  # a notice is best effort; it never blocks anything
             log.warning("notice to %s failed: %s", contact.id, type(exc).__name__)
 

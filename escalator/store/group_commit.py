@@ -55,12 +55,17 @@ def write_one(engine: Engine, step: Step) -> Any:
 
 
 def _run(step: Step, tx: Tx) -> Any:
-    before = tx.writes
+    before = tx.changes()
     try:
         return step(tx)
     except Rejected:
-        assert tx.writes == before, "a step wrote before it refused: the shared transaction would keep half of it"
+        if tx.changes() != before:  # not an assert: the check must hold under python -O too
+            raise ContractBroken("a step wrote before it refused: the shared transaction would keep half of it") from None
         raise
+
+
+class ContractBroken(AssertionError):
+    """A step broke the group commit's contract (a bug in escalator, never in the input)."""
 
 
 @dataclass

@@ -301,6 +301,14 @@ class IncidentStore:
     def page_cmd(row: PageRow) -> PageCmd:
         return PageCmd(row.key, row.contact, row.channel, row.cycle, row.leg_index, row.leg, row.window_s)
 
+    def call_refs(self, incident_id: str, keys: Iterable[str]) -> list[str]:
+        """The provider's ids of these pages that were placed (sent), for stopping them."""
+        with read_session(self.engine) as session:
+            return list(session.scalars(sa.select(PageRow.ref).where(
+                PageRow.incident_id == incident_id, PageRow.key.in_(list(keys)), PageRow.status == walk_.PAGE_SENT,
+                PageRow.ref.is_not(None),
+            )))
+
     def page(self, incident_id: str, key: str) -> PageRow | None:
         with read_session(self.engine) as session:
             return session.get(PageRow, (incident_id, key))
@@ -320,17 +328,19 @@ class IncidentStore:
         return write_one(self.engine, lambda tx: self.claim_resend_in(tx, page, incident_id, now))
 
     def claim_resend_in(self, tx: Tx, page: PageCmd, incident_id: str, now: datetime) -> StepResult | None:
+        """`now` is fixed by the caller before the step is submitted: a re-run of this step (the
+        group commit may run it twice) finds its own claim (`updated_at == now`) and returns it
+        again, instead of taking the committed first run for someone else's re-send."""
         row = tx.session.get(PageRow, (incident_id, page.key), with_for_update=True)
         incident = tx.session.get(IncidentRow, incident_id)
-        if row is None or row.status != walk_.PAGE_PENDING or row.resent or incident is None or incident.owner != self.replica:
+        ours = row is not None and row.resent and row.updated_at == now
+        if row is None or row.status != walk_.PAGE_PENDING or (row.resent and not ours) or incident is None or incident.owner != self.replica:
             return None  # gone, settled, re-sent already, or another replica drives the incident now
         walk = Walk.from_dict(incident_id, Plan.from_dict(incident.plan), incident.state)
         if not walk_.is_current(walk, page.key):  # its leg is over, or somebody already took the incident
             row.status, row.reason = walk_.PAGE_ABANDONED, "interrupted by a restart after its leg ended"
-            tx.writes += 1
             return None
-        row.resent = True
-        tx.writes += 1
+        row.resent, row.updated_at = True, now
         contacts = self._contacts(tx, {page.contact})
         codes = self._codes(tx, incident_id, [page], contacts, now)
         return StepResult("resend", walk, [page], incident.summary, contacts, codes=codes)

@@ -29,6 +29,7 @@ from escalator.store.db import read_session, write_session
 from escalator.store.tables import OutboxRow
 
 _OUTBOX = OutboxRow.__table__
+IDLE_LIMIT_S = 30
 _COLUMNS = (_OUTBOX.c.id, _OUTBOX.c.incident_id, _OUTBOX.c.subject, _OUTBOX.c.msg_id, _OUTBOX.c.payload)
 
 
@@ -75,6 +76,11 @@ class Outbox:
     def __init__(self, engine: Engine):
         self.engine = engine
 
+    def count(self) -> int:
+        """Events committed but not yet published (the backlog gauge)."""
+        with read_session(self.engine) as session:
+            return session.scalar(sa.select(sa.func.count()).select_from(_OUTBOX)) or 0
+
     def waiting(self, limit: int = 500) -> list[Event]:
         """Rows not yet published, oldest first (a read: for gauges and tests)."""
         with read_session(self.engine) as session:
@@ -86,6 +92,9 @@ class Outbox:
         context = write_session(self.engine)
         session = context.__enter__()
         try:
+            # A replica that freezes while holding a claim must not hold the rows (and every later
+            # event of their incidents) for long: PostgreSQL ends a transaction left idle this long.
+            session.execute(sa.text(f"SET LOCAL idle_in_transaction_session_timeout = '{IDLE_LIMIT_S}s'"))
             rows = [Event(*row) for row in session.execute(
                 sa.select(*_COLUMNS).order_by(_OUTBOX.c.id).limit(limit).with_for_update(skip_locked=True)
             )]

@@ -46,6 +46,12 @@ class Tx:
     def read(self, statement: Any, params: Any = None) -> Any:
         return self.session.execute(statement, params)
 
+    def changes(self) -> tuple[int, int, int, int, int]:
+        """What this transaction has written so far, in every way a step can write: through
+        `insert`/`execute`, queued hooks, and objects added or changed in the session."""
+        s = self.session
+        return self.writes, len(self._hooks), len(s.new), len(s.dirty), len(s.deleted)
+
     def before_commit(self, hook: Callable[[Tx], None]) -> None:
         if hook not in self._hooks:
             self._hooks.append(hook)
