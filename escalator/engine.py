@@ -120,10 +120,8 @@ class Engine:
                 if claim is None:
                     continue
                 resent += 1
-                if claim.walk is not None and claim.walk.deadline is not None:  # retries end with the leg
-                    left = (claim.walk.deadline - self.now()).total_seconds()
-                    page = replace(page, window_s=max(min(page.window_s, left), 1.0))
-                self._page(incident_id, page, claim.summary, claim.contacts.get(page.contact), claim.codes.get(page.key))
+                leg_ends = claim.walk.deadline if claim.walk is not None and page.key in claim.walk.live else None
+                self._page(incident_id, page, claim.summary, claim.contacts.get(page.contact), claim.codes.get(page.key), leg_ends)
         return len(windows), resent
 
     def _uncertain(self, incident_ids: list[str]) -> None:
@@ -285,7 +283,8 @@ class Engine:
             elif isinstance(command, CancelCalls):
                 self._spawn(self._cancel_calls(incident_id, command))
             elif isinstance(command, PageCmd):
-                self._page(incident_id, command, result.summary, result.contacts.get(command.contact), result.codes.get(command.key))
+                leg_ends = result.walk.deadline if result.walk is not None and command.key in result.walk.live else None
+                self._page(incident_id, command, result.summary, result.contacts.get(command.contact), result.codes.get(command.key), leg_ends)
                 self.owned.add(incident_id)  # the step took the incident (escalator.store.incidents)
             elif isinstance(command, Notify):
                 self._spawn(self._notify(incident_id, command, result.contacts))
@@ -315,12 +314,20 @@ class Engine:
                 page.stopped = True
                 page.task.cancel()
 
-    def _page(self, incident_id: str, command: PageCmd, summary: str, contact: Any, code: str | None) -> None:
+    def _page(
+        self, incident_id: str, command: PageCmd, summary: str, contact: Any, code: str | None, leg_ends: datetime | None = None,
+    ) -> None:
+        """Send one page. `leg_ends`: when its leg's window closes; the page has what is left of it
+        when it is handed to its channel (its retries and the SMS's validity end there)."""
         page = PageInFlight(incident_id, command.key)
         self._pages[(incident_id, command.key)] = page  # now, not when the task starts: adopt() checks it
-        page.task = self._spawn(self._send(page, command, summary, contact, code))
+        page.task = self._spawn(self._send(page, command, summary, contact, code, leg_ends))
 
-    async def _send(self, page: PageInFlight, command: PageCmd, summary: str, contact: Any, code: str | None) -> None:
+    async def _send(
+        self, page: PageInFlight, command: PageCmd, summary: str, contact: Any, code: str | None, leg_ends: datetime | None,
+    ) -> None:
+        if leg_ends is not None:
+            command = replace(command, window_s=max((leg_ends - self.now()).total_seconds(), 0.0))
         try:
             await self._deliver(page, command, summary, contact, code)
         except asyncio.CancelledError:

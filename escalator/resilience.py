@@ -24,12 +24,14 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from escalator.provider_queue import FIRST, RETRY, ProviderQueue
+from escalator.provider_queue import FIRST, RETRY, Abandoned, ProviderQueue
 
 T = TypeVar("T")
 Clock = Callable[[], float]
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+MIN_SEND_S = 0.05  # a request with less time than this left before its page's deadline is not sent
+FAIR_TIMEOUT_S = 1.0  # a timeout counts against the provider only if the request had this long
 
 
 class ProviderError(Exception):
@@ -151,18 +153,26 @@ async def call(
         nonlocal tries
         turn = priority if tries == 0 else RETRY
         tries += 1
-        async with queue.slot(turn, deadline) if queue is not None else contextlib.nullcontext():
-            return await _guarded()
+        async with queue.slot(turn, deadline) if queue is not None else contextlib.nullcontext() as waited:
+            budget = deadline - clock()
+            if budget < MIN_SEND_S:  # the slot came too late to be of use: nothing is sent
+                raise Abandoned(waited or 0.0)
+            return await _guarded(budget)
 
-    async def _guarded() -> T:
+    async def _guarded(budget: float) -> T:
         if not breaker.allow():
             raise BreakerOpen(breaker.name)
         try:
             # The request's own deadline is the page's: a provider that has not answered by then
-            # failed, and says so here (counted), before anything outside cancels the page.
-            result = await asyncio.wait_for(attempt(), timeout=max(deadline - clock(), 0.001))
+            # failed, and says so here, before anything outside cancels the page. It counts against
+            # the provider only if it had a fair time to answer: a request sent with a moment left
+            # (it waited in escalator) says nothing about the provider.
+            result = await asyncio.wait_for(attempt(), timeout=budget)
         except TimeoutError:
-            breaker.failure()
+            if budget >= FAIR_TIMEOUT_S:
+                breaker.failure()
+            else:
+                breaker.release()
             raise ProviderError("transient: no answer from the provider before the page's window ended", transient=True) from None
         except ProviderError as exc:
             if exc.transient:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ class FcmDouble:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.messages: list[dict[str, Any]] = []
+        self.arrivals: list[float] = []  # time.time() when each of `messages` arrived
         self.token_requests: list[dict[str, str]] = []
         self.unregistered: set[str] = set()  # device tokens FCM no longer knows
         self.status = 200  # e.g. 500 for an outage
@@ -61,6 +63,7 @@ class FcmDouble:
         return web.json_response({"access_token": ACCESS_TOKEN, "expires_in": 3600, "token_type": "Bearer"})
 
     async def _send(self, request: web.Request) -> web.Response:
+        arrived = time.time()
         if request.headers.get("Authorization") != f"Bearer {ACCESS_TOKEN}":
             return self._error(401, "UNAUTHENTICATED", None)
         if request.match_info["project"] != self.project:
@@ -72,6 +75,7 @@ class FcmDouble:
         if message.get("token") in self.unregistered:
             return self._error(404, "NOT_FOUND", "UNREGISTERED")
         self.messages.append(message)
+        self.arrivals.append(arrived)
         return web.json_response({"name": f"projects/{self.project}/messages/{next(self._ids)}"})
 
     @staticmethod

@@ -140,12 +140,12 @@ class DaemonProcess:
         self.port = int(env["ESCALATOR_HTTP_PORT"])
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, timeout: float = 20) -> None:
         """Launch and wait until ready with NATS connected."""
         self.process = subprocess.Popen(
             [str(BIN / "escalator"), *self.args], env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:

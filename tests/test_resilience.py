@@ -212,7 +212,10 @@ def test_a_provider_silent_until_the_deadline_is_a_counted_failure() -> None:
         return "never"
 
     with pytest.raises(ProviderError, match="no answer from the provider"):
-        run(call(hang, breaker, deadline=time.monotonic() + 0.05))
+        run(call(hang, breaker, deadline=time.monotonic() + 0.2))  # a moment left: not a fair test of it
+    assert breaker.state == CLOSED and breaker.failures == 0
+    with pytest.raises(ProviderError, match="no answer from the provider"):
+        run(call(hang, breaker, deadline=time.monotonic() + 1.2))
     assert breaker.state == OPEN
 
 

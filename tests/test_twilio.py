@@ -377,3 +377,54 @@ def test_pages_stopped_because_someone_took_the_incident_do_not_count_against_tw
     breakers, reasons = asyncio.run(scenario())
     assert breakers == {"voice": ("closed", 0), "sms": ("closed", 0)}
     assert set(reasons) == {"stopped: the incident was taken or resolved"}
+
+
+def test_a_taken_incident_cancels_the_other_contacts_queued_and_ringing_calls(ladders, db_url, nats_server, tmp_path) -> None:
+    """Twilio places 1 call a second (the account's CPS): three calls of one leg wait in its queue or
+    ring. Somebody takes the incident: every call still queued or ringing is cancelled at Twilio."""
+    from escalator import clock, ladder_files
+    from tests.conftest import write
+
+    crowd = "ladder: crowd\nack_timeout: 60s\nlegs:\n  - {name: all, contacts: [alice, bob, carol], channels: [voice, sms]}\n"
+    ladders.apply(ladder_files.load([write(tmp_path / "crowd.yaml", crowd)]), "test", clock.now())
+
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path, scale=1.0) as (double, daemon, push):
+            double.cps, double.ring_s = 1.0, 30.0  # queued one by one, then ringing for 30 s
+            await publish(nats_server.url, "incidents.urgent", urgent("cc-1", "crowd"))
+            await eventually(lambda: len(double.calls) == 3)
+            await eventually(lambda: len([e for e in events(daemon, "cc-1") if e.event == "page_sent"]) == 6)
+            states_before = sorted(c.state for c in double.calls)
+            await publish(nats_server.url, "incidents.ack", {"id": "cc-1", "by": "dispatch"})
+            await eventually(lambda: len(double.cancels) == 3, timeout=10)
+            await asyncio.sleep(1.5)  # a call left in Twilio's queue would be placed by now
+            return states_before, double.calls
+
+    states_before, calls = asyncio.run(scenario())
+    assert "queued" in states_before  # Twilio was holding some of them back (1 call a second)
+    assert [c.state for c in calls] == ["canceled"] * 3 and not any(c.said for c in calls)  # none rang on or was answered
+
+
+def test_a_page_whose_leg_ends_while_it_waits_in_escalator_is_abandoned(ladders, db_url, nats_server, tmp_path) -> None:
+    """One request to Twilio at a time, and that one hangs: the pages queued behind it are not sent
+    after their leg ended; they are recorded as abandoned, and only the hung request counts against
+    Twilio (nothing that merely waited in escalator does)."""
+
+    async def scenario():
+        async with stack(db_url, nats_server, tmp_path, scale=0.4) as (double, daemon, push):  # 2 s windows on "night"
+            daemon.channels["voice"].queue.limit = 1  # the queue voice and SMS share
+            double.hang = True
+            await publish(nats_server.url, "incidents.urgent", urgent("ab-1", "night"))
+            await eventually(lambda: len([e for e in events(daemon, "ab-1") if e.event == "page_failed"]) >= 2, timeout=10)
+            counted = daemon.channels["voice"].breaker.failures + daemon.channels["sms"].breaker.failures
+            double.hang = False
+            failed = [e.data for e in events(daemon, "ab-1") if e.event == "page_failed" and e.data["leg"] == "primary"]
+            await asyncio.sleep(0.3)
+            texts_to_alice = [m for m in double.messages if m.to == ALICE]
+            return failed, texts_to_alice, counted
+
+    failed, texts_to_alice, counted = asyncio.run(scenario())
+    reasons = {f["channel"]: f["reason"] for f in failed}
+    assert reasons["sms"].startswith("abandoned: its window ended before it could be sent")
+    assert "no answer from the provider" in reasons["voice"]
+    assert texts_to_alice == [] and counted == 1  # the SMS never went out, and only the hung call counted

@@ -38,7 +38,8 @@ class Call:
     said: list[str] = field(default_factory=list)  # everything escalator said on the call
     statuses: list[str] = field(default_factory=list)
     state: str = "queued"  # queued → ringing → in-progress → completed, or canceled / busy / …
-    created: float = 0.0
+    created: float = 0.0  # time.monotonic() when the request arrived
+    received: float = 0.0  # time.time() of the same moment
     placed: float | None = None  # when it left Twilio's queue
 
 
@@ -50,6 +51,7 @@ class Message:
     form: dict[str, str]
     status: str = "queued"
     created: float = 0.0
+    received: float = 0.0
     error_code: str | None = None
 
 
@@ -154,7 +156,7 @@ class TwilioDouble:
         error, form, sid = await self._reply(request, "SM")
         if error:
             return error
-        message = Message(sid, form["To"], form["Body"], form, created=time.monotonic())
+        message = Message(sid, form["To"], form["Body"], form, created=time.monotonic(), received=time.time())
         self.messages.append(message)
         if not self.quiet:
             status = self.text_status.get(form["To"], "delivered")
@@ -165,7 +167,7 @@ class TwilioDouble:
         error, form, sid = await self._reply(request, "CA")
         if error:
             return error
-        call = Call(sid, form["To"], form, created=time.monotonic())
+        call = Call(sid, form["To"], form, created=time.monotonic(), received=time.time())
         self.calls.append(call)
         if not self.quiet:
             self._spawn(self._run_call(call))

@@ -142,7 +142,7 @@ class TwilioChannel:
                 # Twilio queues texts beyond the number's rate (1 segment/s for a long code) and would
                 # deliver a late one long after its leg; with a validity period it fails instead
                 # (error 30036, a `failed` status callback), which feeds the "nobody reachable" rule.
-                validity = max(1, min(MAX_VALIDITY_S, round(deadline - self.clock())))
+                validity = max(1, min(MAX_VALIDITY_S, int(deadline - self.clock())))  # never past the window
                 message = await self.client.messages.create_async(
                     to=page.contact.phone, from_=self.from_number, body=body, status_callback=status_url,
                     validity_period=validity,
