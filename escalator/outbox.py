@@ -25,8 +25,8 @@ class OutboxSource(Protocol):
 
 class OutboxPublisher:
     """Publishes what the outbox holds. Several replicas run one each: a round claims rows (no other
-    replica publishes them meanwhile), publishes them one at a time so an incident's events reach the
-    stream in `seq` order, stops at the first failure, and deletes what went out."""
+    replica publishes them meanwhile), publishes them — different incidents' events at once, one
+    incident's in `seq` order — and deletes what went out."""
 
     BATCH = 500
     ROUND_S = 10.0  # a claim is held at most this long: what is left goes back for the next round
@@ -48,26 +48,49 @@ class OutboxPublisher:
                 continue
             claim = await asyncio.to_thread(self.source.claim, self.BATCH)
             published: list[int] = []
-            until = self.clock() + self.ROUND_S
             try:
-                for event in claim.events:
-                    if self.clock() > until:  # a slow NATS must not hold the rows' locks for long
-                        break
-                    await self.js.publish(
-                        event.subject, json.dumps(event.payload).encode(), headers={"Nats-Msg-Id": event.msg_id}, timeout=5
-                    )
-                    published.append(event.id)
-                delay = 0.2
-            except Exception as exc:
-                log.warning("publishing events failed (%s); %d waiting, retrying in %.1fs", type(exc).__name__,
-                            len(claim.events) - len(published), delay)
+                failed = await self._publish(claim.events, published, until=self.clock() + self.ROUND_S)
             finally:
                 await asyncio.shield(asyncio.to_thread(claim.finish, published))
-            if len(published) < len(claim.events) and self.clock() <= until:  # stopped by a failure
+            if failed:
+                log.warning("publishing events failed (%s); %d waiting, retrying in %.1fs", failed,
+                            len(claim.events) - len(published), delay)
                 await self._sleep(stop, delay)
                 delay = min(delay * 2, 5.0)
-            elif not claim.events:
-                await self._sleep(stop, 1.0)
+            else:
+                delay = 0.2
+                if not claim.events:
+                    await self._sleep(stop, 1.0)
+
+    async def _publish(self, events: list[Any], published: list[int], until: float) -> str | None:
+        """Publish in rounds: each round sends the next event of every incident at once (one
+        connection: they reach the stream in the order sent) and waits for their acknowledgements.
+        An incident's next event goes only after the one before it is acknowledged, so a failure
+        can never let a later event of an incident overtake an earlier one; other incidents go on.
+        Returns what went wrong, if anything did."""
+        assert self.js is not None
+        queues: dict[str, list[Any]] = {}
+        for event in events:
+            queues.setdefault(event.incident_id or f"#{event.id}", []).append(event)
+        failed: str | None = None
+        while queues and self.clock() <= until:  # a slow NATS must not hold the rows' locks for long
+            heads = [(key, waiting[0]) for key, waiting in queues.items()]
+            answers = await asyncio.gather(*(
+                self.js.publish(e.subject, json.dumps(e.payload).encode(), headers={"Nats-Msg-Id": e.msg_id}, timeout=5)
+                for _, e in heads
+            ), return_exceptions=True)
+            for (key, event), answer in zip(heads, answers):
+                if isinstance(answer, BaseException):
+                    if isinstance(answer, asyncio.CancelledError):
+                        raise answer
+                    failed = failed or type(answer).__name__
+                    del queues[key]  # this incident waits for the next round of the loop above
+                    continue
+                published.append(event.id)
+                queues[key].pop(0)
+                if not queues[key]:
+                    del queues[key]
+        return failed
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         self._wake.clear()

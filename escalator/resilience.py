@@ -192,14 +192,36 @@ async def call(
         breaker.success()
         return result
 
+    # Most calls succeed at once: the first attempt is made here, and tenacity's machinery (which
+    # costs as much as the request's own Python work) is only set up for the retries.
+    try:
+        return await guarded()
+    except ProviderError as exc:
+        if not exc.transient:
+            raise
+        first = exc
+
     def no_time_left(state: RetryCallState) -> bool:
         return clock() + state.upcoming_sleep >= deadline
 
+    retry_wait = wait or backoff()
+    pause = retry_wait(_after(first))
+    if clock() + pause >= deadline:
+        raise first
+    await sleep(pause)
+
     retrying = AsyncRetrying(
         retry=retry_if_exception(lambda e: isinstance(e, ProviderError) and e.transient),
-        wait=wait or backoff(),
+        wait=retry_wait,
         stop=no_time_left,
         sleep=sleep,
         reraise=True,
     )
     return await retrying(guarded)
+
+
+def _after(exc: BaseException) -> RetryCallState:
+    """The state of a first attempt that failed with `exc`, for the back-off (Retry-After) to read."""
+    state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+    state.set_exception((type(exc), exc, exc.__traceback__))
+    return state

@@ -24,6 +24,7 @@ class FcmDouble:
         self.url = f"http://127.0.0.1:{self.port}"
         self.messages: list[dict[str, Any]] = []
         self.arrivals: list[float] = []  # time.time() when each of `messages` arrived
+        self.headers: list[dict[str, str]] = []  # the request headers of each message received
         self.token_requests: list[dict[str, str]] = []
         self.unregistered: set[str] = set()  # device tokens FCM no longer knows
         self.status = 200  # e.g. 500 for an outage
@@ -70,6 +71,7 @@ class FcmDouble:
             return self._error(404, "NOT_FOUND", None)
         body = await request.json()
         message = body["message"]
+        self.headers.append(dict(request.headers))
         if self.status >= 500:
             return self._error(self.status, "INTERNAL", None)
         if message.get("token") in self.unregistered:
