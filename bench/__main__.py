@@ -103,9 +103,10 @@ class Database:
             with sa.create_engine(POSTGRES_URL).begin() as connection:
                 connection.execute(sa.text(f'DROP SCHEMA "{self.schema}" CASCADE'))
 
-    def pages_sent(self) -> int:
+    def pages_sent(self, prefix: str = "") -> int:
         with self.engine.connect() as connection:
-            return connection.scalar(sa.select(sa.func.count()).select_from(PageRow).where(PageRow.status == "sent")) or 0
+            return connection.scalar(sa.select(sa.func.count()).select_from(PageRow).where(
+                PageRow.status == "sent", PageRow.incident_id.startswith(prefix))) or 0
 
     def events(self, name: str) -> int:
         with self.engine.connect() as connection:
@@ -380,27 +381,22 @@ async def wait_for(check: Any, timeout: float, interval: float = 1.0) -> bool:
     return False
 
 
-async def publish_to_first_page(kind: str, root: Path, rate: float, seconds: float) -> dict[str, Any]:
-    rig = Rig(kind, root)
-    try:
-        await asyncio.to_thread(rig.start)
-        count = int(rate * seconds)
-        sent = await paced_publish(rig.nats.url, lambda i: ("incidents.urgent", f"lat-{i}", incident(f"lat-{i}")), count, rate)
+async def publish_to_first_page(rig: Rig, rate: float, seconds: float) -> dict[str, Any]:
+    count = int(rate * seconds)
+    sent = await paced_publish(rig.nats.url, lambda i: ("incidents.urgent", f"lat-{i}", incident(f"lat-{i}")), count, rate)
 
-        def first_requests() -> dict[str, float]:
-            first: dict[str, float] = {}
-            for record in rig.received():
-                if first_leg(record):
-                    first[record[1]] = min(first.get(record[1], record[3]), record[3])
-            return first
+    def first_requests() -> dict[str, float]:
+        first: dict[str, float] = {}
+        for record in rig.received():
+            if first_leg(record):
+                first[record[1]] = min(first.get(record[1], record[3]), record[3])
+        return first
 
-        await wait_for(lambda: len(first_requests()) >= count, 120)
-        first = await asyncio.to_thread(first_requests)
-        latencies = [first[k] - sent[k] for k in sent if k in first]
-        floor, _ = await raw_jetstream(rig.nats.url, min(count, int(rate * 5)), rate)
-        return {"figure": summary(latencies), "floor": summary(floor), "missing": count - len(latencies)}
-    finally:
-        rig.close()
+    await wait_for(lambda: len(first_requests()) >= count, 120)
+    first = await asyncio.to_thread(first_requests)
+    latencies = [first[k] - sent[k] for k in sent if k in first]
+    floor, _ = await raw_jetstream(rig.nats.url, min(count, int(rate * 5)), rate)
+    return {"figure": summary(latencies), "floor": summary(floor), "missing": count - len(latencies)}
 
 
 async def window_expiry(kind: str, root: Path, open_count: int, expiring: int) -> dict[str, Any]:
@@ -417,7 +413,9 @@ async def window_expiry(kind: str, root: Path, open_count: int, expiring: int) -
             return now + timedelta(hours=1)
 
         rig.db.seed(open_count, deadline_of)
-        await asyncio.to_thread(rig.start)
+        took = await asyncio.to_thread(rig.start)
+        restart = {"restart_s": took, "windows_armed": rig.ready()["windows_armed"], "rss_mib": rig.rss_mib(),
+                   "open": open_count, "arm_floor_s": await arm_bare_timers(open_count)}
 
         def lateness() -> list[float]:
             first: dict[str, float] = {}
@@ -432,43 +430,40 @@ async def window_expiry(kind: str, root: Path, open_count: int, expiring: int) -
         rig.stop()
         firing = [time.time() + 2 + i / 100 for i in range(min(expiring, 500))]
         timer_floor = await bare_timers(open_count, firing)
-        return {"figure": summary(late), "floor": summary(timer_floor), "missing": expiring - len(late), "open": open_count}
+        return {"figure": summary(late), "floor": summary(timer_floor), "missing": expiring - len(late), "open": open_count,
+                "restart": restart}
     finally:
         rig.close()
 
 
-async def burst(kind: str, root: Path, count: int) -> dict[str, Any]:
+async def burst(rig: Rig, count: int) -> dict[str, Any]:
     """`count` incidents published at once to a running daemon: when the last first leg was paged on
     every channel, what was lost or failed, whether any breaker opened; and the rate at which the
     whole backlog was paged and every provider answer recorded (sustained ingest)."""
-    rig = Rig(kind, root)
-    try:
-        await asyncio.to_thread(rig.start)
-        began = await publish_at_once(rig.nats.url, count, "burst")
+    failed_before = await asyncio.to_thread(rig.db.events, "page_failed")
+    began = await publish_at_once(rig.nats.url, count, "burst")
 
-        def first_pages() -> dict[str, dict[str, float]]:
-            seen: dict[str, dict[str, float]] = {}
-            for record in rig.received():
-                if first_leg(record):
-                    channels = seen.setdefault(record[1], {})
-                    channels[record[0]] = min(channels.get(record[0], record[3]), record[3])
-            return seen
+    def first_pages() -> dict[str, dict[str, float]]:
+        seen: dict[str, dict[str, float]] = {}
+        for record in rig.received():
+            if first_leg(record) and record[1].startswith("burst-"):
+                channels = seen.setdefault(record[1], {})
+                channels[record[0]] = min(channels.get(record[0], record[3]), record[3])
+        return seen
 
-        await wait_for(lambda: sum(len(c) for c in first_pages().values()) >= 3 * count, 900)
-        seen = await asyncio.to_thread(first_pages)
-        whole = [max(c.values()) for c in seen.values() if len(c) == 3]
-        paged_by = max(whole) - began if whole else float("nan")
-        await wait_for(lambda: rig.db.pages_sent() + rig.db.events("page_failed") >= 3 * count, 300)
-        recorded_by = time.time() - began
-        failed = await asyncio.to_thread(rig.db.events, "page_failed")
-        _, floor = await raw_jetstream(rig.nats.url, count, None)
-        return {
-            "count": count, "last_first_page_s": paged_by, "all_channels": len(whole), "no_channel": count - len(seen),
-            "pages_failed": failed, "breakers_opened": rig.breaker_openings(), "floor_per_s": floor,
-            "ingest_per_s": count / recorded_by, "recorded_s": recorded_by,
-        }
-    finally:
-        rig.close()
+    await wait_for(lambda: sum(len(c) for c in first_pages().values()) >= 3 * count, 900)
+    seen = await asyncio.to_thread(first_pages)
+    whole = [max(c.values()) for c in seen.values() if len(c) == 3]
+    paged_by = max(whole) - began if whole else float("nan")
+    await wait_for(lambda: rig.db.pages_sent("burst-") + rig.db.events("page_failed") - failed_before >= 3 * count, 300)
+    recorded_by = time.time() - began
+    failed = await asyncio.to_thread(rig.db.events, "page_failed") - failed_before
+    _, floor = await raw_jetstream(rig.nats.url, count, None)
+    return {
+        "count": count, "last_first_page_s": paged_by, "all_channels": len(whole), "no_channel": count - len(seen),
+        "pages_failed": failed, "breakers_opened": rig.breaker_openings(), "floor_per_s": floor,
+        "ingest_per_s": count / recorded_by, "recorded_s": recorded_by,
+    }
 
 
 async def memory_and_restart(kind: str, root: Path, open_count: int) -> dict[str, Any]:
@@ -490,7 +485,7 @@ async def memory_and_restart(kind: str, root: Path, open_count: int) -> dict[str
 async def run_all(kinds: list[str], quick: bool) -> dict[str, Any]:
     sizes = {
         "rate": 100.0, "seconds": 2.0 if quick else 60.0, "open": 500 if quick else 10_000, "expiring": 100 if quick else 1000,
-        "burst": 300 if quick else 10_000, "memory": 1000 if quick else 100_000,
+        "burst": 300 if quick else 10_000, "memory": 500 if quick else 100_000,
     }
     results: dict[str, Any] = {"sizes": sizes, "quick": quick, "machine": machine(), "databases": {}}
     with tempfile.TemporaryDirectory(prefix="escalator-bench-") as tmp:
@@ -506,16 +501,24 @@ async def run_all(kinds: list[str], quick: bool) -> dict[str, Any]:
     for kind in kinds:
         out: dict[str, Any] = {}
         with tempfile.TemporaryDirectory(prefix="escalator-bench-") as tmp:
-            for name, step in (
-                ("latency", lambda r: publish_to_first_page(kind, r, sizes["rate"], sizes["seconds"])),
-                ("windows", lambda r: window_expiry(kind, r, sizes["open"], sizes["expiring"])),
-                ("burst", lambda r: burst(kind, r, sizes["burst"])),
-                ("memory", lambda r: memory_and_restart(kind, r, sizes["memory"])),
-            ):
-                print(f"[{kind}] {name} …", file=sys.stderr, flush=True)
-                sub = Path(tmp) / name
-                sub.mkdir()
-                out[name] = await step(sub)
+            print(f"[{kind}] latency and burst …", file=sys.stderr, flush=True)
+            (Path(tmp) / "paging").mkdir()
+            rig = Rig(kind, Path(tmp) / "paging")
+            try:
+                await asyncio.to_thread(rig.start)
+                out["latency"] = await publish_to_first_page(rig, sizes["rate"], sizes["seconds"])
+                out["burst"] = await burst(rig, sizes["burst"])
+            finally:
+                rig.close()
+            print(f"[{kind}] windows …", file=sys.stderr, flush=True)
+            (Path(tmp) / "windows").mkdir()
+            out["windows"] = await window_expiry(kind, Path(tmp) / "windows", sizes["open"], sizes["expiring"])
+            if sizes["memory"] == sizes["open"]:  # quick: the same start measured once
+                out["memory"] = out["windows"]["restart"]
+            else:
+                print(f"[{kind}] memory and restart …", file=sys.stderr, flush=True)
+                (Path(tmp) / "memory").mkdir()
+                out["memory"] = await memory_and_restart(kind, Path(tmp) / "memory", sizes["memory"])
         results["databases"][kind] = out
     return results
 
