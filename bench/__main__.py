@@ -26,7 +26,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,12 @@ import nats
 import sqlalchemy as sa
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from escalator import clock, jetstream, ladder_files
+from escalator import clock, ladder_files
 from escalator import walk as walk_
 from escalator.ladders import Ladder
-from escalator.settings import load_settings
 from escalator.store import migrate
 from escalator.store.catalog import Catalog
-from escalator.store.db import make_engine, write_session
+from escalator.store.db import READ_ONLY, make_engine, write_session
 from escalator.store.incidents import build_plan
 from escalator.store.tables import ContactRow, IncidentEventRow, IncidentRow, LadderRow, LadderVersionRow, PageRow
 from tests.harness import DaemonProcess, NatsServer, free_port
@@ -93,6 +92,9 @@ class Database:
                 connection.execute(sa.text(f'CREATE SCHEMA "{self.schema}"'))
             self.url = f"{POSTGRES_URL}?options=-csearch_path%3D{self.schema}"
         self.engine = make_engine(self.url)
+        # what this process reads while the daemon runs: never a write lock (SQLite's BEGIN IMMEDIATE
+        # would queue this process's counting behind the daemon's writer, and fail when it waits too long)
+        self.reader = self.engine.execution_options(**{READ_ONLY: True})
         migrate.upgrade(self.engine)
         (root / "bench.yaml").write_text(BENCH_LADDERS)
         Catalog(self.engine).apply(ladder_files.load([root / "bench.yaml"]), "bench", clock.now())
@@ -104,12 +106,24 @@ class Database:
                 connection.execute(sa.text(f'DROP SCHEMA "{self.schema}" CASCADE'))
 
     def pages_sent(self, prefix: str = "") -> int:
-        with self.engine.connect() as connection:
+        with self.reader.connect() as connection:
             return connection.scalar(sa.select(sa.func.count()).select_from(PageRow).where(
                 PageRow.status == "sent", PageRow.incident_id.startswith(prefix))) or 0
 
+    def legs_started(self, prefix: str) -> dict[tuple[str, int, int], tuple[float, float]]:
+        """(incident, cycle, leg index) → (wall time the leg started, its window in seconds)."""
+        with self.reader.connect() as connection:
+            rows = connection.execute(sa.select(IncidentEventRow.incident_id, IncidentEventRow.at, IncidentEventRow.data).where(
+                IncidentEventRow.event == "leg_started", IncidentEventRow.incident_id.startswith(prefix)))
+            out = {}
+            for incident_id, at, data in rows:
+                data = json.loads(data) if isinstance(data, str) else data
+                at = at if at.tzinfo else at.replace(tzinfo=UTC)
+                out[(incident_id, data["cycle"], data["leg_index"])] = (at.timestamp(), float(data["window_s"]))
+            return out
+
     def events(self, name: str) -> int:
-        with self.engine.connect() as connection:
+        with self.reader.connect() as connection:
             return connection.scalar(
                 sa.select(sa.func.count()).select_from(IncidentEventRow).where(IncidentEventRow.event == name)) or 0
 
@@ -144,12 +158,13 @@ class Database:
 class Rig:
     """A private nats-server, a database, the doubles (a process) and `escalator run` (a process)."""
 
-    def __init__(self, kind: str, root: Path):
+    def __init__(self, kind: str, root: Path, twilio_rates: tuple[float, float] | None = None):
         self.root = root
         self.nats = NatsServer(root / "nats")
         self.nats.start()
         self.db = Database(kind, root)
-        self.doubles = subprocess.Popen([sys.executable, "-m", "bench.doubles", str(root)], cwd=REPO,
+        rates = [str(r) for r in twilio_rates] if twilio_rates else []
+        self.doubles = subprocess.Popen([sys.executable, "-m", "bench.doubles", str(root), *rates], cwd=REPO,
                                         stdout=subprocess.DEVNULL, stderr=(root / "doubles.log").open("w"))
         deadline = time.monotonic() + 30
         while not (root / "doubles.json").exists():
@@ -159,7 +174,7 @@ class Rig:
         self.config = json.loads((root / "doubles.json").read_text())
         self.daemon: DaemonProcess | None = None
 
-    def start(self) -> float:
+    def start(self, extra_env: dict[str, str] | None = None) -> float:
         """Launch `escalator run`; seconds from launch until it is ready (every window re-armed)."""
         port = free_port()
         env = {
@@ -169,7 +184,7 @@ class Rig:
             "ESCALATOR_TWILIO_ACCOUNT_SID": self.config["twilio_sid"], "ESCALATOR_TWILIO_AUTH_TOKEN": self.config["twilio_token"],
             "ESCALATOR_TWILIO_FROM": "+14155550100", "ESCALATOR_TWILIO_API_URL": self.config["twilio_url"],
             "ESCALATOR_FCM_CREDENTIALS": self.config["fcm_credentials"], "ESCALATOR_FCM_API_URL": self.config["fcm_url"],
-            "ESCALATOR_PUSH_SIGNING_KEY": "bench-push-signing-key-" + "k" * 32,
+            "ESCALATOR_PUSH_SIGNING_KEY": "bench-push-signing-key-" + "k" * 32, **(extra_env or {}),
         }
         self.daemon = DaemonProcess(env, self.root / "daemon.log")
         began = time.monotonic()
@@ -192,13 +207,20 @@ class Rig:
         with urllib.request.urlopen(self.config["received_url"] + "/_bench/received", timeout=60) as response:
             return [tuple(r) for r in json.loads(response.read())]
 
+    def twilio_fates(self) -> dict[str, list[list[Any]]]:
+        with urllib.request.urlopen(self.config["received_url"] + "/_bench/twilio", timeout=60) as response:
+            return json.loads(response.read())
+
     def breaker_openings(self) -> int:
         log = (self.root / "daemon.log").read_text(errors="replace")
         return log.count("→ open")
 
     def stop(self) -> None:
         if self.daemon is not None:
-            self.daemon.terminate()
+            try:
+                self.daemon.terminate()  # SIGTERM: after a storm, finishing what is in flight can take a while
+            except subprocess.TimeoutExpired:
+                self.daemon.kill9()
             self.daemon = None
 
     def close(self) -> None:
@@ -466,6 +488,61 @@ async def burst(rig: Rig, count: int) -> dict[str, Any]:
     }
 
 
+async def storm(kind: str, root: Path, count: int, scale: float) -> dict[str, Any]:
+    """Provider physics: `count` incidents at once while Twilio places 1 call/s for the account and
+    sends 1 text/s from the number (its defaults), with the call flow and signed status callbacks;
+    windows shortened by ESCALATOR_WINDOW_SCALE so that both legs of the first cycle end within the
+    run. What Twilio placed within its leg, what escalator cancelled in Twilio's queue when a leg
+    ended, what it placed after a leg had ended (nothing should), texts that expired (30036) rather
+    than arrive late, push at once; whether every leg still ended on time."""
+    rig = Rig(kind, root, twilio_rates=(1.0, 1.0))
+    try:
+        await asyncio.to_thread(rig.start, {"ESCALATOR_WINDOW_SCALE": str(scale)})
+        began = await publish_at_once(rig.nats.url, count, "storm")
+        window = 120 * scale
+        await asyncio.sleep(2 * window + 3)  # the first cycle: both legs, and the answers to what they sent
+        fates = await asyncio.to_thread(rig.twilio_fates)
+        received = await asyncio.to_thread(rig.received)
+        legs = await asyncio.to_thread(rig.db.legs_started, "storm-")
+        breakers = rig.breaker_openings()
+    finally:
+        rig.close()
+
+    def leg_end(incident_id: str, key: str) -> float | None:
+        """When the leg of a page key (`c<cycle>.l<leg>.<contact>.<channel>`) ended, if it is known."""
+        parts = key.split(".")
+        if len(parts) < 2 or not (parts[0][1:].isdigit() and parts[1][1:].isdigit()):
+            return None
+        started = legs.get((incident_id, int(parts[0][1:]), int(parts[1][1:])))
+        return None if started is None else started[0] + started[1]
+
+    first_calls = [c for c in fates["calls"] if ".l0." in c[1] and c[1].startswith("c1.")]
+    placed = [(c, leg_end(c[0], c[1])) for c in fates["calls"] if c[3] is not None]
+    in_leg = [c for c, end in placed if c in first_calls and end is not None and c[3] <= end]
+    after = [c[3] - end for c, end in placed if end is not None and c[3] > end]  # placed after their leg ended
+    first_texts = [t for t in fates["texts"] if ".l0." in t[1] and t[1].startswith("c1.")]
+    first_push: dict[str, float] = {}  # the first leg's push per incident (a later cycle pages the same leg again)
+    for channel, incident_id, leg, at in received:
+        if channel == "push" and leg == "primary" and incident_id.startswith("storm-"):
+            first_push[incident_id] = min(first_push.get(incident_id, at), at)
+    pushes = list(first_push.values())
+    lateness = []  # how long after its window each first leg gave way to the second
+    for (incident_id, cycle, leg), (at, _) in legs.items():
+        if cycle == 1 and leg == 1 and (incident_id, 1, 0) in legs:
+            start, window_s = legs[(incident_id, 1, 0)]
+            lateness.append(at - (start + window_s))
+    return {
+        "count": count, "window_s": window, "first_calls": len(first_calls), "calls_placed_in_leg": len(in_leg),
+        "calls_cancelled_queued": sum(1 for c in first_calls if c[2] == "canceled" and c[3] is None),
+        "calls_placed_after_leg": len(after), "calls_after_leg_max_ms": max(after) * 1000 if after else 0.0,
+        "calls_leg_unknown": sum(1 for _, end in placed if end is None), "first_texts": len(first_texts),
+        "texts_delivered": sum(1 for t in first_texts if t[2] == "delivered"),
+        "texts_expired_30036": sum(1 for t in first_texts if t[3] == "30036"),
+        "first_pushes": len(pushes), "last_first_push_s": (max(pushes) - began) if pushes else float("nan"),
+        "legs_ended": len(lateness), "leg_end_late": summary(lateness) if lateness else {}, "breakers_opened": breakers,
+    }
+
+
 async def memory_and_restart(kind: str, root: Path, open_count: int) -> dict[str, Any]:
     """`open_count` open escalations: from launching `escalator run` to ready with every window
     re-armed, and its memory then."""
@@ -486,6 +563,7 @@ async def run_all(kinds: list[str], quick: bool) -> dict[str, Any]:
     sizes = {
         "rate": 100.0, "seconds": 2.0 if quick else 60.0, "open": 500 if quick else 10_000, "expiring": 100 if quick else 1000,
         "burst": 300 if quick else 10_000, "memory": 500 if quick else 100_000,
+        "storm": 20 if quick else 60, "storm_scale": 0.05 if quick else 0.1,
     }
     results: dict[str, Any] = {"sizes": sizes, "quick": quick, "machine": machine(), "databases": {}}
     with tempfile.TemporaryDirectory(prefix="escalator-bench-") as tmp:
@@ -520,6 +598,9 @@ async def run_all(kinds: list[str], quick: bool) -> dict[str, Any]:
                 (Path(tmp) / "memory").mkdir()
                 out["memory"] = await memory_and_restart(kind, Path(tmp) / "memory", sizes["memory"])
         results["databases"][kind] = out
+    with tempfile.TemporaryDirectory(prefix="escalator-bench-") as tmp:  # provider physics: one database is enough
+        print(f"[{kinds[0]}] storm at 1 call/s …", file=sys.stderr, flush=True)
+        results["storm"] = {"db": kinds[0], **await storm(kinds[0], Path(tmp), sizes["storm"], sizes["storm_scale"])}
     return results
 
 
@@ -562,6 +643,22 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
              f"{mem['restart_s']:.2f} s ({mem['windows_armed']:,} armed)", f"bare asyncio timers {mem['arm_floor_s'] * 1000:.0f} ms",
              "≤ 10 s", verdict(mem["restart_s"], "restart_rearm_s")),
         ]
+    st = results.get("storm")
+    if st:
+        late = st["leg_end_late"]
+        out.append((
+            st["db"], f"storm at Twilio's 1 call/s and 1 text/s: {st['count']} incidents at once, {st['window_s']:.0f} s legs",
+            f"first-leg calls: {st['calls_placed_in_leg']} placed within their leg, {st['calls_cancelled_queued']} cancelled in "
+            f"Twilio's queue when the leg ended, {st['calls_placed_after_leg']} placed after their leg ended (at most "
+            f"{st['calls_after_leg_max_ms']:.0f} ms after); texts: {st['texts_delivered']} "
+            f"delivered, {st['texts_expired_30036']} expired (30036); push: {st['first_pushes']} in {st['last_first_push_s']:.1f} s; "
+            f"{st['legs_ended']} first legs ended p99 {late.get('p99_ms', float('nan')):.0f} ms after their window; "
+            f"{st['breakers_opened']} breakers opened",
+            "Twilio's queues: 1 call/s, 1 text/s", "no call placed > 100 ms after its leg; legs end p99 ≤ 100 ms late; 0 opened",
+            "met" if st["calls_after_leg_max_ms"] <= 100 and not st["calls_leg_unknown"] and not st["breakers_opened"]
+            and st["legs_ended"] == st["count"]
+            and late.get("p99_ms", float("inf")) <= TARGETS["window_expiry_to_next_page_p99_ms"][1] else "MISSED",
+        ))
     return out
 
 

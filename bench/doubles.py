@@ -1,9 +1,13 @@
-"""`python -m bench.doubles DIR`: the Twilio and FCM doubles for the benchmark, in a process of their
-own (so their work is not the daemon's), answering at once: no call flow, no status callbacks.
+"""`python -m bench.doubles DIR [CPS MPS]`: the Twilio and FCM doubles for the benchmark, in a process of
+their own (so their work is not the daemon's), answering at once: no call flow, no status callbacks.
+With CPS and MPS, Twilio's own queues instead (calls per second for the account, texts per second
+for the sender), with the call flow and signed status callbacks: the storm at 1 call/s.
 
 Writes DIR/doubles.json (their URLs, the Twilio account, the FCM service-account file) when ready,
 and serves what they received at `GET /_bench/received`: one [channel, incident, page key or leg,
-wall time] per request, the time being when the double's handler had the request in hand.
+wall time] per request, the time being when the double's handler had the request in hand; and at
+`GET /_bench/twilio` what became of each call ([incident, page key, state, placed wall time or null])
+and text ([incident, page key, status, error code]).
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ def _query(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
-async def main(folder: Path) -> None:
+async def main(folder: Path, cps: float | None = None, mps: float | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     async with TwilioDouble() as twilio, FcmDouble() as fcm:
-        twilio.quiet = True
+        twilio.quiet = cps is None
+        twilio.cps, twilio.mps = cps, mps
 
         async def received(_: web.Request) -> web.Response:
             out = []
@@ -47,8 +52,20 @@ async def main(folder: Path) -> None:
                 out.append(["push", data.get("incident_id", ""), data.get("leg", ""), arrived])
             return web.json_response(out)
 
+        async def fates(_: web.Request) -> web.Response:
+            calls = []
+            for c in twilio.calls:
+                q = _query(c.form["Url"])
+                calls.append([q.get("incident", ""), q.get("key", ""), c.state, None if c.placed is None else c.received + c.placed - c.created])
+            texts = []
+            for m in twilio.messages:
+                q = _query(m.form.get("StatusCallback", ""))
+                texts.append([q.get("incident", ""), q.get("key", ""), m.status, m.error_code])
+            return web.json_response({"calls": calls, "texts": texts})
+
         app = web.Application()
         app.router.add_get("/_bench/received", received)
+        app.router.add_get("/_bench/twilio", fates)
         runner = web.AppRunner(app)
         await runner.setup()
         port = free_port()
@@ -62,4 +79,5 @@ async def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1])))
+    rates = [float(a) for a in sys.argv[2:4]]
+    asyncio.run(main(Path(sys.argv[1]), *rates))

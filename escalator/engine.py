@@ -62,13 +62,14 @@ class Engine:
         self.default_ladder = default_ladder
         self.on_events = on_events  # wakes the outbox publisher
         self.now = now
-        self.windows = Windows(self.window_expired)
+        self.windows = Windows(self.window_expired, now=now, spawn=self._spawn)
         self.steps = GroupCommit(store.engine, on_uncertain=self._uncertain)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pages: dict[tuple[str, str], PageInFlight] = {}  # (incident, page key) → the page being sent here
         self.owned: set[str] = set()  # incidents this replica drives (escalator.lease_keeper)
         self._outcomes: dict[str, _Outcomes] = {}  # page outcomes waiting to be recorded together
+        self._stopped = False  # timers stopped: what is left is the next owner's, from the database
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -86,6 +87,7 @@ class Engine:
                 break
             await asyncio.wait(set(self._tasks), timeout=left)
         self.windows.shutdown()
+        self._stopped = True
         pending = set(self._tasks)
         for task in pending:
             task.cancel()
@@ -127,8 +129,10 @@ class Engine:
     def _uncertain(self, incident_ids: list[str]) -> None:
         """A commit failed: what those steps decided may be in the database with its commands never
         carried out (a window not armed, pages not sent). Drive the ones that are ours again from the
-        database, once it answers."""
-        if incident_ids:
+        database, once it answers. While stopping, the replica that takes over does that instead."""
+        if incident_ids and self._stopped:
+            log.warning("a commit failed while stopping: %d incidents are left to the next owner", len(incident_ids))
+        elif incident_ids:
             self._spawn(self._retrying(self._readopt, incident_ids))
 
     async def _readopt(self, incident_ids: list[str]) -> None:
@@ -407,6 +411,13 @@ class Engine:
             waiting.done.set_result(step.result())
             return
         waiting.done.exception()  # retrieved: every waiter retries on its own
+
+    async def note(self, incident_id: str, text: str) -> None:
+        """A line in the incident's timeline that is not an event (a delivery report, a voicemail, a
+        call we cancelled): written with the next group of steps, as routine work that never holds up
+        a step that pages (a storm's thousands of delivery reports are not a transaction each)."""
+        now = self.now()
+        await self.steps.submit(lambda tx: self.store.note_in(tx, incident_id, text, now), incident_id, urgent=False)
 
     async def _cancel_calls(self, incident_id: str, command: CancelCalls) -> None:
         """Best effort: a call that is no longer queued or ringing is left alone by the provider."""

@@ -97,5 +97,5 @@ def setup(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler_]
     root.setLevel(level)
-    for noisy in ("apscheduler", "uvicorn.access", "nats", "alembic"):
+    for noisy in ("uvicorn.access", "nats", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -133,9 +133,7 @@ class Webhooks:
         replaced = await asyncio.to_thread(self.codes.replace_codes, phone, now)
         log.warning("%d wrong codes from %s: its %d open code(s) were replaced", strikes, mask_phone(phone), len(replaced))
         for row in replaced:
-            await asyncio.to_thread(
-                self.store.note, row.incident_id, f"SMS code of {row.contact} replaced after {strikes} wrong codes from the number", now
-            )
+            await self.engine.note(row.incident_id, f"SMS code of {row.contact} replaced after {strikes} wrong codes from the number")
         if not replaced:
             return f"No open page has code {code}. Too many wrong codes from this number."
         listed = "; ".join(f"ACK {row.code} for incident {row.incident_id}" for row in replaced[:5])
@@ -155,7 +153,7 @@ class Webhooks:
         if incident is None or page is None:
             return twiml.say_and_hang_up("This call is no longer needed. Goodbye.")
         if answered_by and answered_by.startswith(("machine", "fax")):
-            await asyncio.to_thread(self.store.note, incident_id, f"voice call to {page.contact} reached voicemail", self.now())
+            await self.engine.note(incident_id, f"voice call to {page.contact} reached voicemail")
             return twiml.voicemail()
         if incident.status not in walk.ACTIVE:
             return twiml.say_and_hang_up(closed_text(incident) + " Goodbye.")
@@ -225,4 +223,8 @@ class Webhooks:
             reason = f"{channel} {status}" + (f" (Twilio error {error_code})" if error_code else "")
             await self.engine.handle(incident_id, walk.PageFailed(IncidentStore.page_cmd(page), reason))
         elif outcome == twilio.FINISHED:
-            await asyncio.to_thread(self.store.note, incident_id, f"{channel} to {page.contact} {status}", self.now())
+            await self.engine.note(incident_id, f"{channel} to {page.contact} {status}")
+        elif outcome == twilio.STOPPED:
+            why = "escalator stopped it: its leg ended or the incident was taken"
+            note = f"{channel} to {page.contact} {status} while queued or ringing ({why})"
+            await self.engine.note(incident_id, note)

@@ -140,8 +140,9 @@ class DaemonProcess:
         self.port = int(env["ESCALATOR_HTTP_PORT"])
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20) -> None:
-        """Launch and wait until ready with NATS connected."""
+    def start(self, timeout: float = 60) -> None:
+        """Launch and wait until ready with NATS connected. Alone a start takes 1-2 s; the bound is generous
+        because CI runs six test workers on two cores beside daemons of other tests."""
         self.process = subprocess.Popen(
             [str(BIN / "escalator"), *self.args], env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
         )
@@ -154,7 +155,7 @@ class DaemonProcess:
             except Exception:
                 pass
             assert self.process.poll() is None, self.log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "daemon did not become ready"
+            assert time.monotonic() < deadline, f"daemon did not become ready in {timeout} s: " + self.log.read_text()[-3000:]
             time.sleep(0.05)
 
     def kill9(self) -> None:

@@ -34,8 +34,14 @@ def test_quick_bench_reports_every_figure_beside_its_floor_and_target(tmp_path) 
         assert burst["ingest_per_s"] > 0 and burst["floor_per_s"] > 0
         memory = figures["memory"]
         assert memory["windows_armed"] >= memory["open"] and memory["rss_mib"] > 0 and memory["restart_s"] > 0
+    storm = results["storm"]  # provider physics, on the first database: Twilio's 1 call/s and 1 text/s
+    assert storm["db"] == "sqlite" and storm["first_calls"] == storm["first_texts"] == storm["first_pushes"] == storm["count"]
+    assert storm["calls_placed_in_leg"] + storm["calls_cancelled_queued"] <= storm["first_calls"]
+    assert storm["texts_delivered"] + storm["texts_expired_30036"] <= storm["first_texts"]
+    assert storm["breakers_opened"] == 0 and storm["calls_leg_unknown"] == 0
     table = result.stdout.split("\n{")[0]
-    assert table.count("| sqlite |") == 6 and table.count("| postgresql |") == 6
+    assert table.count("| sqlite |") == 7 and table.count("| postgresql |") == 6
+    assert "storm at Twilio's 1 call/s" in table
     for target in ("p99 ≤ 50 ms", "p99 ≤ 100 ms", "≥ 500/s", "≤ 512 MiB", "≤ 10 s", "all paged, 0 failed, 0 opened, ≤ 20 s"):
-        assert table.count(target) == 2, target
+        assert table.count(f"| {target} |") == 2, target
     assert "raw JetStream" in table and "bare asyncio timer" in table and "doubles alone" in table and "round trips/s" in table

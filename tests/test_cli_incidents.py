@@ -10,7 +10,7 @@ import pytest
 
 from tests.recording import RecordingChannel
 from tests.conftest import Cli
-from tests.harness import NatsServer, eventually, running_daemon, settings_for, stream_events
+from tests.harness import NatsServer, eventually, running_daemon, settings_for
 from tests.test_engine import PEOPLE
 from tests.conftest import write
 

@@ -9,7 +9,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 from tests.recording import RecordingChannel
 from escalator.metrics import Metrics
@@ -169,7 +168,7 @@ def test_a_slow_stale_window_never_makes_the_scheduler_drop_the_next_one() -> No
             await release.wait()  # a stale run stuck on the database
 
     async def scenario() -> None:
-        windows = Windows(on_expire)
+        windows = Windows(on_expire, now=clock.now)
         windows.start()
         windows.arm("inc", clock.now(), 1, 0)
         await eventually(lambda: fired == [(1, 0)])

@@ -273,3 +273,25 @@ def test_a_group_commit_that_fails_reports_each_step_on_its_own(ladders) -> None
     assert results[0] == "first" and isinstance(results[1], sa.exc.IntegrityError) and results[2] == "second"
     assert len(results) == 3 and batch.uncertain
     assert [n.note for n in store.timeline("inc-g")[1]] == ["first", "second"]
+
+
+def test_claims_and_reads_of_leases_use_the_partial_index_of_active_incidents(tmp_path) -> None:
+    """The planner can use ix_incidents_active_owner only when it sees the status values: with them
+    bound as parameters SQLite read every active incident for each claim (quadratic on a restart)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    migrate.upgrade(engine)
+    seen: list[tuple[str, object]] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda conn, cursor, statement, params, *_: seen.append((statement, params)))
+    leases, dead = Leases(engine, "a", TTL), Leases(engine, "dead", TTL)
+    now = clock.now()
+    leases.claim(now)  # nobody dead: unowned ones only
+    dead.renew(now - timedelta(seconds=3 * TTL))
+    leases.claim(now)  # and those of a dead replica (a thorough round reads every active incident: rare, by design)
+    leases.kept()
+    reads = [(s, p) for s, p in seen if s.lstrip().upper().startswith("SELECT") and "incidents.owner" in s]
+    assert len(reads) >= 3, seen
+    with engine.connect() as connection:
+        for statement, params in reads:
+            plan = " ".join(str(row) for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
+            assert "ix_incidents_active_owner" in plan, (statement, plan)
+    engine.dispose()

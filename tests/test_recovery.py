@@ -10,7 +10,7 @@ import pytest
 
 from tests.recording import RecordingChannel
 from escalator.store.incidents import IncidentStore
-from tests.harness import DaemonProcess, NatsServer, eventually, free_port, publish, running_daemon, stream_events
+from tests.harness import DaemonProcess, eventually, free_port, publish, running_daemon, stream_events
 from tests.test_engine import PEOPLE, ladders, nats_server, settings, urgent  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow

@@ -398,11 +398,14 @@ def test_a_taken_incident_cancels_the_other_contacts_queued_and_ringing_calls(la
             await publish(nats_server.url, "incidents.ack", {"id": "cc-1", "by": "dispatch"})
             await eventually(lambda: len(double.cancels) == 3, timeout=10)
             await asyncio.sleep(1.5)  # a call left in Twilio's queue would be placed by now
-            return states_before, double.calls
+            await eventually(lambda: sum("canceled while queued" in n.note for n in daemon.store.timeline("cc-1")[1]) == 3)
+            return states_before, double.calls, daemon.store.timeline("cc-1")
 
-    states_before, calls = asyncio.run(scenario())
+    states_before, calls, (timeline, notes) = asyncio.run(scenario())
     assert "queued" in states_before  # Twilio was holding some of them back (1 call a second)
     assert [c.state for c in calls] == ["canceled"] * 3 and not any(c.said for c in calls)  # none rang on or was answered
+    # Twilio's `canceled` callbacks are our own doing: noted, never a failed page
+    assert not [e for e in timeline if e.event == "page_failed"], [e.data for e in timeline if e.event == "page_failed"]
 
 
 def test_a_page_whose_leg_ends_while_it_waits_in_escalator_is_abandoned(ladders, db_url, nats_server, tmp_path) -> None:

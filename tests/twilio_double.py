@@ -75,8 +75,8 @@ class TwilioDouble:
         self.ring_s = 0.0  # how long a placed call rings before it is answered
         self.quiet = False  # accept and answer only: no call flow, no status callbacks
         self.cancels: list[str] = []  # call sids asked to be canceled
-        self._next_call = 0.0
-        self._next_text = 0.0
+        self._call_queue: asyncio.Queue[Any] | None = None  # Twilio's queues, made when first needed
+        self._text_queue: asyncio.Queue[Any] | None = None
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -193,19 +193,38 @@ class TwilioDouble:
 
     # -- the phone call, as Twilio drives it -----------------------------------------------------
 
-    async def _turn(self, rate: float | None, attr: str) -> None:
-        """Twilio's queue: at `rate` per second, one after the other."""
+    async def _turn(self, rate: float | None, attr: str, item: Call | Message) -> None:
+        """Twilio's queue: one after the other at `rate` per second. A call canceled while it waits, or a
+        text past its validity period, leaves the queue when its turn comes without using a slot."""
         if rate is None:
             return
-        now = time.monotonic()
-        slot = max(now, getattr(self, attr))
-        setattr(self, attr, slot + 1 / rate)
-        await asyncio.sleep(slot - now)
+        queue = getattr(self, attr)
+        if queue is None:
+            queue = asyncio.Queue()
+            setattr(self, attr, queue)
+            self._spawn(self._dispatch(queue, rate))
+        turn = asyncio.get_running_loop().create_future()
+        queue.put_nowait((item, turn))
+        await turn
+
+    async def _dispatch(self, queue: asyncio.Queue[tuple[Call | Message, asyncio.Future[None]]], rate: float) -> None:
+        while True:
+            item, turn = await queue.get()
+            skipped = item.state == "canceled" if isinstance(item, Call) else self._expired(item)
+            if not turn.done():
+                turn.set_result(None)
+            if not skipped:
+                await asyncio.sleep(1 / rate)
+
+    @staticmethod
+    def _expired(message: Message) -> bool:
+        validity = message.form.get("ValidityPeriod")
+        return validity is not None and time.monotonic() - message.created > float(validity)
 
     async def _run_call(self, call: Call) -> None:
         answer = self.answer.get(call.to, "silent")
         base = {"CallSid": call.sid, "AccountSid": self.account_sid, "From": call.form["From"], "To": call.to}
-        await self._turn(self.cps, "_next_call")
+        await self._turn(self.cps, "_call_queue", call)
         if call.state == "canceled":  # stopped while it waited in Twilio's queue
             return
         call.placed, call.state = time.monotonic(), "ringing"
@@ -244,9 +263,8 @@ class TwilioDouble:
             await self.post(callback, {"CallSid": call.sid, "CallStatus": status, "To": call.to})
 
     async def _deliver(self, message: Message, status: str) -> None:
-        await self._turn(self.mps, "_next_text")
-        validity = message.form.get("ValidityPeriod")
-        if validity is not None and time.monotonic() - message.created > float(validity):
+        await self._turn(self.mps, "_text_queue", message)
+        if self._expired(message):
             status, message.error_code = "failed", "30036"  # waited in the queue past its validity period
         await asyncio.sleep(0.05)
         message.status = status

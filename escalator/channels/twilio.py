@@ -75,24 +75,30 @@ class _HttpClient(AsyncTwilioHttpClient):
 
 # Twilio's words for where a call or a text stands (its status callbacks and REST resources), and
 # what each means here. Only this adapter reads them.
-_FAILED = {"voice": {"busy", "failed", "no-answer", "canceled"}, "sms": {"undelivered", "failed"}}
+_FAILED = {"voice": {"busy", "failed", "no-answer"}, "sms": {"undelivered", "failed"}}
 _DONE = {"voice": {"completed"}, "sms": {"delivered", "read"}}
-FAILED, FINISHED = "failed", "finished"
+# `canceled`: stopped through the REST API while queued or ringing, which only escalator does (its
+# leg ended, or the incident was taken): not the provider failing, and not a reach either.
+_STOPPED = {"voice": {"canceled"}}
+FAILED, FINISHED, STOPPED = "failed", "finished", "stopped"
 
 
 def callback_outcome(channel: str, status: str) -> str | None:
     """A status callback's meaning: FAILED (the page did not reach the person: feeds the walk's
-    "nobody reachable" rule), FINISHED (it did: noted in the timeline), or None (still under way)."""
+    "nobody reachable" rule), FINISHED (it did: noted in the timeline), STOPPED (we cancelled it:
+    noted), or None (still under way)."""
     if status in _FAILED.get(channel, ()):
         return FAILED
     if status in _DONE.get(channel, ()):
         return FINISHED
+    if status in _STOPPED.get(channel, ()):
+        return STOPPED
     return None
 
 
 def delivery(channel: str, status: str) -> Delivery:
     outcome = callback_outcome(channel, status)
-    return Delivery(status, final=outcome is not None, ok=outcome != FAILED)
+    return Delivery(status, final=outcome is not None, ok=outcome == FINISHED or outcome is None)
 
 
 def make_client(account_sid: str, auth_token: str, api_url: str) -> Client:

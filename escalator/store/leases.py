@@ -30,6 +30,14 @@ from escalator.store.tables import IncidentRow, ReplicaRow
 FORGET_AFTER = timedelta(days=1)  # a dead replica's row, once nothing refers to it
 
 
+def _active() -> sa.ColumnElement[bool]:
+    """`status IN ('open', 'exhausted')` with the values written into the SQL, as the condition of the
+    partial index ix_incidents_active_owner is. With bound parameters a planner cannot prove that
+    index applies: SQLite then read every active incident for each claim, owned or not, which made
+    the claims of a 100,000-incident restart quadratic (40 ms a round at the end)."""
+    return IncidentRow.status.in_(sa.bindparam("active", list(walk_.ACTIVE), expanding=True, literal_execute=True))
+
+
 class Leases:
     def __init__(self, engine: Engine, replica: str, ttl_s: float):
         self.engine = engine
@@ -65,9 +73,15 @@ class Leases:
                 gone = sa.and_(IncidentRow.owner.not_in(alive), IncidentRow.owner != self.replica)
             else:  # the replicas table is tiny: name the dead ones, then use the owner index
                 dead = list(session.scalars(sa.select(ReplicaRow.id).where(ReplicaRow.lease_until < now, ReplicaRow.id != self.replica)))
-                gone = IncidentRow.owner.in_(dead) if dead else sa.false()
-            free = sa.and_(IncidentRow.status.in_(walk_.ACTIVE), sa.or_(IncidentRow.owner.is_(None), gone))
-            ids = list(session.scalars(sa.select(IncidentRow.id).where(free).limit(limit).with_for_update(skip_locked=True)))
+                gone = IncidentRow.owner.in_(dead) if dead else None
+            # Unowned first, then the dead's: two index reads (`owner IS NULL OR owner IN (…)` in one
+            # makes SQLite read every active incident instead).
+            ids: list[str] = []
+            for whose in (IncidentRow.owner.is_(None), gone):
+                if whose is None or len(ids) >= limit:
+                    continue
+                query = sa.select(IncidentRow.id).where(_active(), whose).limit(limit - len(ids)).with_for_update(skip_locked=True)
+                ids += session.scalars(query)
             if ids:
                 session.execute(sa.update(IncidentRow).where(IncidentRow.id.in_(ids)).values(owner=self.replica))
             return ids
@@ -77,7 +91,7 @@ class Leases:
         with read_session(self.engine) as session:
             return set(
                 session.scalars(
-                    sa.select(IncidentRow.id).where(IncidentRow.owner == self.replica, IncidentRow.status.in_(walk_.ACTIVE))
+                    sa.select(IncidentRow.id).where(IncidentRow.owner == self.replica, _active())
                 )
             )
 
@@ -98,7 +112,7 @@ class Leases:
     def owners(self, incident_ids: Iterable[str] | None = None) -> dict[str, str | None]:
         """incident → owner, of active incidents (for tests and operators)."""
         with read_session(self.engine) as session:
-            query = sa.select(IncidentRow.id, IncidentRow.owner).where(IncidentRow.status.in_(walk_.ACTIVE))
+            query = sa.select(IncidentRow.id, IncidentRow.owner).where(_active())
             if incident_ids is not None:
                 query = query.where(IncidentRow.id.in_(list(incident_ids)))
             return {i: o for i, o in session.execute(query)}

@@ -4,7 +4,8 @@
   with a reason; ingest keeps going and the next valid incident is paged at once.
 - HTTP: a flood of unsigned requests with 10,000 fields each, bodies of hundreds of megabytes and hundreds of
   slow connections, all at once, against `escalator run` as a subprocess: /healthz answers within
-  0.5 s throughout, a leg's window that falls due meanwhile fires on time, memory stays bounded,
+  2 s throughout (a few ms alone; the bound is for CI's six workers on two cores, and the frozen loop
+  this guards against held it for 11 s and more), a leg's window that falls due meanwhile fires on time, memory stays bounded,
   the slow connections are closed after 30 s, and every log line stays JSON with numbers masked.
 (A replayed SMS or key press: tests/test_twilio.py. An unauthorised NATS client: test_nats_trust.py.)
 """
@@ -220,7 +221,7 @@ def test_http_attacks_never_freeze_the_daemon(ladders, db_url, nats_server, tmp_
     late = timed_out.at - (started.at + timedelta(seconds=started.data["window_s"]))
     lines = log.read_text().splitlines()
 
-    assert len(latencies) >= 30 and max(latencies) < 0.5, sorted(latencies)[-5:]
+    assert len(latencies) >= 30 and max(latencies) < 2.0, sorted(latencies)[-5:]
     assert len(flood) >= 10 and all(a.startswith(b"HTTP/1.1 400") for a in flood), set(flood)
     assert sent and max(sent) < 32 * 1024 * 1024  # refused long before 400 MB were taken in
     assert closed == SLOW_CONNECTIONS

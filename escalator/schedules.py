@@ -1,0 +1,154 @@
+"""Schedule documents as validated plain values (SPEC §10): the one definition of a valid schedule.
+
+A `schedule:` document in `ladders/` says who takes turns (rotations), for how long (shift), from
+when (start, wall-clock time in the schedule's zone) and when each rotation covers (active weekly
+windows). `ScheduleDoc.plan()` turns one into the plain values `escalator.oncall` computes with.
+Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, StrictBool, field_validator
+from pydantic_core import PydanticCustomError
+
+from escalator import oncall
+from escalator.ladders import Identifier, TimeZoneName, _Strict, _unique
+
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+MAX_ROTATIONS = 20
+MAX_ROTATION_CONTACTS = 100
+MAX_WINDOWS = 50
+_SHIFT_RE = re.compile(r"([1-9][0-9]{0,3})([hdw])")
+_SHIFT_MAX_HOURS = 4 * 7 * 24  # 4w
+_CLOCK_RE = re.compile(r"([01][0-9]|2[0-4]):([0-5][0-9])")
+_START_FORMAT = "%Y-%m-%d %H:%M"
+
+
+def _shift(value: Any) -> Any:
+    """`12h`, `1d`, `2w`: from 1h to 4w."""
+    match = _SHIFT_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise PydanticCustomError("shift", "{value} is not a shift: write it like 12h, 1d or 1w", {"value": repr(value)})
+    count, unit = int(match.group(1)), match.group(2)
+    hours = count * {"h": 1, "d": 24, "w": 168}[unit]
+    if not 1 <= hours <= _SHIFT_MAX_HOURS:
+        raise PydanticCustomError("shift_range", "{value} is out of range: a shift is between 1h and 4w", {"value": repr(value)})
+    return f"{count}{unit}"
+
+
+def _clock(value: Any, *, end: bool) -> Any:
+    match = _CLOCK_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None or (match.group(1) == "24" and (match.group(2) != "00" or not end)):
+        allowed = "00:00 to 24:00" if end else "00:00 to 23:59"
+        raise PydanticCustomError(
+            "clock", '{value} is not a time of day: write it "HH:MM", from {allowed}', {"value": repr(value), "allowed": allowed}
+        )
+    return f"{match.group(1)}:{match.group(2)}"
+
+
+def _start(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(second=0, microsecond=0).strftime(_START_FORMAT)
+    if isinstance(value, str):
+        try:
+            return datetime.strptime(value.strip(), _START_FORMAT).strftime(_START_FORMAT)
+        except ValueError:
+            pass
+    raise PydanticCustomError(
+        "start", '{value} is not a start: write the wall-clock time in the schedule\'s zone, like "2026-11-30 08:00"',
+        {"value": repr(value)},
+    )
+
+
+Shift = Annotated[str, BeforeValidator(_shift)]
+From = Annotated[str, BeforeValidator(lambda v: _clock(v, end=False))]
+To = Annotated[str, BeforeValidator(lambda v: _clock(v, end=True))]
+Start = Annotated[str, BeforeValidator(_start)]
+
+
+def _minutes(clock: str) -> int:
+    hours, minutes = clock.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class ActiveWindow(_Strict):
+    """When a rotation covers, each week: on `days`, from `from` to `to` (at or before `from`: the next day)."""
+
+    days: tuple[Day, ...] = Field(min_length=1, max_length=7)
+    start: From = Field(alias="from")
+    end: To = Field(alias="to")
+
+    @field_validator("days")
+    @classmethod
+    def _distinct_days(cls, days: tuple[str, ...]) -> tuple[str, ...]:
+        _unique(days, "day")
+        return days
+
+    def window(self) -> oncall.Window:
+        return oncall.Window(frozenset(oncall.DAYS.index(d) for d in self.days), _minutes(self.start), _minutes(self.end))
+
+    def to_document(self) -> dict[str, Any]:
+        return {"days": list(self.days), "from": self.start, "to": self.end}
+
+
+class RotationDoc(_Strict):
+    """People taking turns of `shift`, contacts[0]'s turn starting at `start`."""
+
+    name: Identifier
+    contacts: tuple[Identifier, ...] = Field(min_length=1, max_length=MAX_ROTATION_CONTACTS)
+    shift: Shift
+    start: Start
+    active: tuple[ActiveWindow, ...] = Field(default=(), max_length=MAX_WINDOWS)
+
+    @field_validator("contacts")
+    @classmethod
+    def _distinct_contacts(cls, contacts: tuple[str, ...]) -> tuple[str, ...]:
+        _unique(contacts, "contact")
+        return contacts
+
+    def rotation(self) -> oncall.Rotation:
+        return oncall.Rotation(
+            self.name, self.contacts, int(self.shift[:-1]), self.shift[-1], datetime.strptime(self.start, _START_FORMAT),
+            tuple(w.window() for w in self.active),
+        )
+
+    def to_document(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"name": self.name, "contacts": list(self.contacts), "shift": self.shift, "start": self.start}
+        if self.active:
+            doc["active"] = [w.to_document() for w in self.active]
+        return doc
+
+
+class ScheduleDoc(_Strict):
+    """Who is on call: the union of its rotations, then the overrides (escalator.oncall)."""
+
+    name: Identifier = Field(alias="schedule")
+    description: str = Field(default="", max_length=500)
+    timezone: TimeZoneName = "UTC"
+    notify_handoff: StrictBool = False
+    rotations: tuple[RotationDoc, ...] = Field(min_length=1, max_length=MAX_ROTATIONS)
+
+    @field_validator("rotations")
+    @classmethod
+    def _distinct_rotations(cls, rotations: tuple[RotationDoc, ...]) -> tuple[RotationDoc, ...]:
+        _unique([r.name for r in rotations], "rotation name", key="name")
+        return rotations
+
+    def plan(self) -> oncall.Schedule:
+        return oncall.Schedule(self.name, self.timezone, tuple(r.rotation() for r in self.rotations))
+
+    def contact_ids(self) -> set[str]:
+        return {c for r in self.rotations for c in r.contacts}
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "schedule": self.name,
+            "description": self.description,
+            "timezone": self.timezone,
+            "notify_handoff": self.notify_handoff,
+            "rotations": [r.to_document() for r in self.rotations],
+        }
