@@ -1,4 +1,4 @@
-"""Reading and writing ladder and contact files (SPEC §2).
+"""Reading and writing ladder, contact and schedule files (SPEC §2, §10).
 
 Reading keeps the line of every key and list item (ruamel.yaml's round-trip loader), so every
 refusal can name the file, the line and the field. Writing produces the one canonical form that
@@ -20,6 +20,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from escalator.errors import InvalidInput, Problem
 from escalator.ladders import Contact, Ladder, format_loc, reference_problems, validation_errors
+from escalator.schedules import ScheduleDoc
 
 YAML_SUFFIXES = (".yaml", ".yml")
 MAX_FILE_BYTES = 1024 * 1024
@@ -66,9 +67,13 @@ class Declarations:
 
     contacts: list[tuple[Contact, Origin]] = field(default_factory=list)
     ladders: list[tuple[Ladder, Origin]] = field(default_factory=list)
+    schedules: list[tuple[ScheduleDoc, Origin]] = field(default_factory=list)
 
     def contact_map(self) -> dict[str, Contact]:
         return {c.id: c for c, _ in self.contacts}
+
+    def schedule_map(self) -> dict[str, ScheduleDoc]:
+        return {s.name: s for s, _ in self.schedules}
 
 
 def _plain(node: Any) -> Any:
@@ -203,12 +208,17 @@ def parse_text(text: str, filename: str, into: Declarations) -> list[Problem]:
         origin = Origin(filename, doc)
         if not isinstance(doc, CommentedMap):
             problems.append(
-                Problem("a document must be a mapping with `contacts:` or `ladder:`", file=filename, line=_line(doc))
+                Problem("a document must be a mapping with `contacts:`, `ladder:` or `schedule:`", file=filename, line=_line(doc))
             )
             continue
         if "ladder" in doc:
             try:
                 found.ladders.append((Ladder.model_validate(_plain(doc)), origin))
+            except ValidationError as exc:
+                problems.extend(origin.problem(loc, msg) for loc, msg in validation_errors(exc))
+        elif "schedule" in doc:
+            try:
+                found.schedules.append((ScheduleDoc.model_validate(_plain(doc)), origin))
             except ValidationError as exc:
                 problems.extend(origin.problem(loc, msg) for loc, msg in validation_errors(exc))
         elif "contacts" in doc:
@@ -228,14 +238,15 @@ def parse_text(text: str, filename: str, into: Declarations) -> list[Problem]:
         else:
             problems.append(
                 Problem(
-                    f"document {index + 1} has neither `contacts:` nor `ladder:`", file=filename, line=_line(doc)
+                    f"document {index + 1} has none of `contacts:`, `ladder:` or `schedule:`", file=filename, line=_line(doc)
                 )
             )
-    if not problems and not found.contacts and not found.ladders:
-        problems.append(Problem("file declares no contacts and no ladder", file=filename))
+    if not problems and not found.contacts and not found.ladders and not found.schedules:
+        problems.append(Problem("file declares no contacts, no ladder and no schedule", file=filename))
     if not problems:
         into.contacts.extend(found.contacts)
         into.ladders.extend(found.ladders)
+        into.schedules.extend(found.schedules)
     return problems
 
 
@@ -267,7 +278,9 @@ def _duplicate_problems(declared: Declarations) -> list[Problem]:
     first: dict[tuple[str, str], Origin] = {}
     items: list[tuple[str, str, Origin, tuple[Any, ...]]] = [
         ("contact", c.id, o, ("id",)) for c, o in declared.contacts
-    ] + [("ladder", lad.name, o, ("ladder",)) for lad, o in declared.ladders]
+    ] + [("ladder", lad.name, o, ("ladder",)) for lad, o in declared.ladders] + [
+        ("schedule", sch.name, o, ("schedule",)) for sch, o in declared.schedules
+    ]
     for kind, key, origin, loc in items:
         if (kind, key) in first:
             earlier = first[(kind, key)]
@@ -279,10 +292,27 @@ def _duplicate_problems(declared: Declarations) -> list[Problem]:
     return problems
 
 
-def check_references(declared: Declarations, known: Mapping[str, Contact]) -> list[Problem]:
-    """Every declared ladder against the declared contacts plus those already known."""
+def check_references(
+    declared: Declarations, known: Mapping[str, Contact], known_schedules: Mapping[str, ScheduleDoc] | None = None
+) -> list[Problem]:
+    """Every declared ladder and schedule against the declared contacts and schedules plus those
+    already known (stored)."""
     contacts = {**known, **declared.contact_map()}
-    return [origin.problem(loc, msg) for ladder, origin in declared.ladders for loc, msg in reference_problems(ladder, contacts)]
+    schedules = {**(known_schedules or {}), **declared.schedule_map()}
+    people = {name: schedule.contact_ids() for name, schedule in schedules.items()}
+    problems = [
+        origin.problem(loc, msg)
+        for ladder, origin in declared.ladders
+        for loc, msg in reference_problems(ladder, contacts, people)
+    ]
+    for schedule, origin in declared.schedules:
+        for i, rotation in enumerate(schedule.rotations):
+            for j, contact_id in enumerate(rotation.contacts):
+                if contact_id not in contacts:
+                    problems.append(
+                        origin.problem(("rotations", i, "contacts", j), f"unknown contact {contact_id!r} (rotation {rotation.name!r})")
+                    )
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +331,10 @@ def _ladder_node(ladder: Ladder) -> CommentedMap:
     legs = CommentedSeq()
     for leg_doc in doc["legs"]:
         leg = CommentedMap(leg_doc)
-        leg["contacts"] = _flow(leg_doc["contacts"])
+        if "contacts" in leg_doc:
+            leg["contacts"] = _flow(leg_doc["contacts"])
+        if isinstance(leg_doc.get("schedule"), list):
+            leg["schedule"] = _flow(leg_doc["schedule"])
         leg["channels"] = _flow(leg_doc["channels"])
         legs.append(leg)
     node["legs"] = legs
@@ -322,12 +355,38 @@ def _contacts_node(contacts: Iterable[Contact]) -> CommentedMap:
     return CommentedMap({"contacts": items})
 
 
-def dump(contacts: Iterable[Contact] = (), ladders: Iterable[Ladder] = ()) -> str:
-    """The canonical YAML: a contacts document (if any) then one document per ladder."""
+def _schedule_node(schedule: ScheduleDoc) -> CommentedMap:
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+    doc = schedule.to_document()
+    node = CommentedMap(doc)
+    rotations = CommentedSeq()
+    for rotation_doc in doc["rotations"]:
+        rotation = CommentedMap(rotation_doc)
+        rotation["contacts"] = _flow(rotation_doc["contacts"])
+        rotation["start"] = DoubleQuotedScalarString(rotation_doc["start"])
+        if "active" in rotation_doc:
+            windows = CommentedSeq()
+            for window_doc in rotation_doc["active"]:
+                window = CommentedMap(
+                    days=_flow(window_doc["days"]),
+                    **{"from": DoubleQuotedScalarString(window_doc["from"]), "to": DoubleQuotedScalarString(window_doc["to"])},
+                )
+                window.fa.set_flow_style()
+                windows.append(window)
+            rotation["active"] = windows
+        rotations.append(rotation)
+    node["rotations"] = rotations
+    return node
+
+
+def dump(contacts: Iterable[Contact] = (), ladders: Iterable[Ladder] = (), schedules: Iterable[ScheduleDoc] = ()) -> str:
+    """The canonical YAML: a contacts document (if any), one document per schedule, then one per ladder."""
     nodes: list[CommentedMap] = []
     contacts = list(contacts)
     if contacts:
         nodes.append(_contacts_node(contacts))
+    nodes.extend(_schedule_node(schedule) for schedule in schedules)
     nodes.extend(_ladder_node(ladder) for ladder in ladders)
     yaml = YAML(typ="rt")
     yaml.width = 4096

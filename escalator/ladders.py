@@ -8,7 +8,7 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -36,6 +36,7 @@ MIN_WINDOW_S, MAX_WINDOW_S = 5, 3600
 DEFAULT_WINDOW_S = 120
 MAX_LEGS = 50
 MAX_CONTACTS_PER_LEG = 50
+MAX_SCHEDULES_PER_LEG = 10
 MAX_CYCLES = 1000
 
 _DURATION_RE = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -165,11 +166,20 @@ class Contact(_Strict):
         return doc
 
 
+def _one_or_list(value: Any) -> Any:
+    """`schedule: techs` or `schedule: [techs, backup]`."""
+    return (value,) if isinstance(value, str) else value
+
+
 class Leg(_Strict):
-    """One rung of the ladder: who is paged together, how, and for how long."""
+    """One rung of the ladder: who is paged together, how, and for how long. `contacts` are fixed
+    people; `schedule` names schedules whose on-call people join them when the leg starts (§10)."""
 
     name: Identifier
-    contacts: tuple[Identifier, ...] = Field(min_length=1, max_length=MAX_CONTACTS_PER_LEG)
+    contacts: tuple[Identifier, ...] = Field(default=(), max_length=MAX_CONTACTS_PER_LEG)
+    schedules: Annotated[tuple[Identifier, ...], BeforeValidator(_one_or_list)] = Field(
+        default=(), alias="schedule", max_length=MAX_SCHEDULES_PER_LEG
+    )
     channels: tuple[Channel, ...] = Field(default=CHANNELS, min_length=1)
     ack_timeout: Duration | None = None
 
@@ -179,6 +189,22 @@ class Leg(_Strict):
         _unique(contacts, "contact")
         return contacts
 
+    @field_validator("schedules")
+    @classmethod
+    def _distinct_schedules(cls, schedules: tuple[str, ...]) -> tuple[str, ...]:
+        _unique(schedules, "schedule")
+        return schedules
+
+    @model_validator(mode="after")
+    def _somebody(self) -> Leg:
+        if not self.contacts and not self.schedules:
+            given = "contacts" in self.model_fields_set
+            raise PydanticCustomError(
+                "nobody", "{what}: a leg needs contacts:, schedule:, or both",
+                {"what": "must not be empty" if given else "is required", "at": ("contacts",)},
+            )
+        return self
+
     @field_validator("channels")
     @classmethod
     def _distinct_channels(cls, channels: tuple[str, ...]) -> tuple[str, ...]:
@@ -186,7 +212,12 @@ class Leg(_Strict):
         return channels
 
     def to_document(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"name": self.name, "contacts": list(self.contacts), "channels": list(self.channels)}
+        doc: dict[str, Any] = {"name": self.name}
+        if self.schedules:
+            doc["schedule"] = self.schedules[0] if len(self.schedules) == 1 else list(self.schedules)
+        if self.contacts or not self.schedules:
+            doc["contacts"] = list(self.contacts)
+        doc["channels"] = list(self.channels)
         if self.ack_timeout is not None:
             doc["ack_timeout"] = format_duration(self.ack_timeout)
         return doc
@@ -222,6 +253,9 @@ class Ladder(_Strict):
     def contact_ids(self) -> set[str]:
         return {c for leg in self.legs for c in leg.contacts}
 
+    def schedule_ids(self) -> set[str]:
+        return {s for leg in self.legs for s in leg.schedules}
+
     def to_document(self) -> dict[str, Any]:
         return {
             "ladder": self.name,
@@ -237,23 +271,41 @@ class Ladder(_Strict):
 # Cross-references: a ladder against the contacts it names.
 
 
-def reference_problems(ladder: Ladder, contacts: Mapping[str, Contact]) -> list[tuple[tuple[Any, ...], str]]:
-    """Problems of a ladder's contact references, as (location in the ladder document, message)."""
+def reference_problems(
+    ladder: Ladder, contacts: Mapping[str, Contact], schedules: Mapping[str, Collection[str]] | None = None
+) -> list[tuple[tuple[Any, ...], str]]:
+    """Problems of a ladder's references, as (location in the ladder document, message): its
+    contacts, and when `schedules` (schedule id → the contacts its rotations name) is given, its
+    schedules and the people on them, who must suit every leg that pages the schedule."""
     problems: list[tuple[tuple[Any, ...], str]] = []
     for i, leg in enumerate(ladder.legs):
-        needs_phone = sorted(PHONE_CHANNELS.intersection(leg.channels))
         for j, contact_id in enumerate(leg.contacts):
-            contact = contacts.get(contact_id)
-            loc = ("legs", i, "contacts", j)
-            if contact is None:
-                problems.append((loc, f"unknown contact {contact_id!r} (leg {leg.name!r})"))
-            elif needs_phone and contact.phone is None:
-                problems.append(
-                    (loc, f"contact {contact_id!r} has no phone, which leg {leg.name!r} needs for {', '.join(needs_phone)}")
-                )
-            elif leg.channels == ("push",) and not contact.push_tokens:
-                problems.append((loc, f"contact {contact_id!r} has no push_tokens and leg {leg.name!r} only pushes"))
+            if (message := unsuited(contacts, contact_id, leg)) is not None:
+                problems.append((("legs", i, "contacts", j), message))
+        if schedules is None:
+            continue
+        for j, schedule_id in enumerate(leg.schedules):
+            loc = ("legs", i, "schedule") + ((j,) if len(leg.schedules) > 1 else ())
+            if schedule_id not in schedules:
+                problems.append((loc, f"unknown schedule {schedule_id!r} (leg {leg.name!r})"))
+                continue
+            for contact_id in sorted(schedules[schedule_id]):
+                if (message := unsuited(contacts, contact_id, leg)) is not None:
+                    problems.append((loc, f"{message}, on schedule {schedule_id!r}"))
     return problems
+
+
+def unsuited(contacts: Mapping[str, Contact], contact_id: str, leg: Leg) -> str | None:
+    """Why a contact cannot be on a leg (unknown, or lacking the phone or token its channels need)."""
+    contact = contacts.get(contact_id)
+    needs_phone = sorted(PHONE_CHANNELS.intersection(leg.channels))
+    if contact is None:
+        return f"unknown contact {contact_id!r} (leg {leg.name!r})"
+    if needs_phone and contact.phone is None:
+        return f"contact {contact_id!r} has no phone, which leg {leg.name!r} needs for {', '.join(needs_phone)}"
+    if leg.channels == ("push",) and not contact.push_tokens:
+        return f"contact {contact_id!r} has no push_tokens and leg {leg.name!r} only pushes"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,7 +462,7 @@ def swap_contacts(ladder: Ladder, leg_a: str, leg_b: str) -> Ladder:
     if a == b:
         raise InvalidInput(Problem("name two different legs to swap", field="leg"))
     legs = [leg.to_document() for leg in ladder.legs]
-    legs[a]["contacts"], legs[b]["contacts"] = legs[b]["contacts"], legs[a]["contacts"]
+    legs[a]["contacts"], legs[b]["contacts"] = legs[b].get("contacts", []), legs[a].get("contacts", [])
     return _with_legs(ladder, legs)
 
 
@@ -446,6 +498,8 @@ def describe_change(old: Ladder | None, new: Ladder | None) -> str:
         parts.append(f"leg {name} removed")
     for name in [leg.name for leg in new.legs if leg.name in old_legs]:
         before_leg, after_leg = old_legs[name], new_legs[name]
+        if before_leg.schedules != after_leg.schedules:
+            parts.append(f"{name} schedule {','.join(before_leg.schedules) or 'none'} → {','.join(after_leg.schedules) or 'none'}")
         if before_leg.contacts != after_leg.contacts:
             parts.append(f"{name} contacts {','.join(before_leg.contacts)} → {','.join(after_leg.contacts)}")
         if before_leg.channels != after_leg.channels:

@@ -9,14 +9,18 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, StrictBool, field_validator
+
+
+from pydantic import BeforeValidator, Field, StrictBool, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from escalator import oncall
-from escalator.ladders import Identifier, TimeZoneName, _Strict, _unique
+from escalator.errors import InvalidInput, Problem
+from escalator.ladders import Identifier, TimeZoneName, _Strict, _unique, format_loc, validation_errors
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 MAX_ROTATIONS = 20
@@ -152,3 +156,39 @@ class ScheduleDoc(_Strict):
             "notify_handoff": self.notify_handoff,
             "rotations": [r.to_document() for r in self.rotations],
         }
+
+
+def build_schedule(document: Mapping[str, Any]) -> ScheduleDoc:
+    """A schedule from a plain document; refusals name the field."""
+    try:
+        return ScheduleDoc.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidInput([Problem(msg, field=format_loc(loc) or None) for loc, msg in validation_errors(exc)]) from None
+
+
+def describe_schedule_change(old: ScheduleDoc | None, new: ScheduleDoc | None) -> str:
+    """A one-line account of what changed between two versions, for the history."""
+    if old is None:
+        return f"created with {len(new.rotations)} rotations" if new else "created"
+    if new is None:
+        return "deleted"
+    parts: list[str] = []
+    before, after = old.to_document(), new.to_document()
+    for key in ("description", "timezone", "notify_handoff"):
+        if before[key] != after[key]:
+            parts.append(f"{key} {before[key]!r} → {after[key]!r}" if key == "description" else f"{key} {before[key]} → {after[key]}")
+    old_rotations = {r.name: r for r in old.rotations}
+    new_rotations = {r.name: r for r in new.rotations}
+    parts += [f"rotation {n} added" for n in new_rotations if n not in old_rotations]
+    parts += [f"rotation {n} removed" for n in old_rotations if n not in new_rotations]
+    for name, rotation in new_rotations.items():
+        if (previous := old_rotations.get(name)) is None:
+            continue
+        if previous.contacts != rotation.contacts:
+            parts.append(f"{name} contacts {','.join(previous.contacts)} → {','.join(rotation.contacts)}")
+        for key in ("shift", "start"):
+            if getattr(previous, key) != getattr(rotation, key):
+                parts.append(f"{name} {key} {getattr(previous, key)} → {getattr(rotation, key)}")
+        if previous.active != rotation.active:
+            parts.append(f"{name} active windows changed")
+    return "; ".join(parts) or "no change"

@@ -21,6 +21,12 @@ Rules, each a unit test in tests/test_walk.py:
 - Starting a leg pages every target (contact × channel) of the leg and arms its window. Which
   channels can reach a contact (`reachable`) is decided here too: voice and SMS need a phone, push
   needs a push token.
+- A scheduled leg (SPEC §10) pages its fixed contacts, then whoever is on call on its schedules at
+  the instant it starts: the shell passes that as data (`on_call`, asked for by `needs_on_call`),
+  the walk never computes it. `leg_started` names the contacts paged and the schedules. A leg that
+  resolves to nobody it can reach passes at once with reason `nobody on call`.
+- Exhaustion pages everyone paged on each leg so far plus whoever is on call on each scheduled
+  leg at that moment.
 - Window expiry ends the leg (`leg_timed_out`) and starts the next; after the last leg a new cycle
   starts while `cycles` is 0 or not yet reached; otherwise the walk is `exhausted`: everyone on
   the ladder is paged at once and the incident stays open for acknowledgment. A window of a leg
@@ -70,6 +76,10 @@ STALE = "stale"  # a window or a pass of a leg that is already over
 NOTHING_TO_PASS = "nothing_to_pass"  # the ladder is exhausted
 REPEAT = "repeat"  # the same thing again (an opening, a page's outcome)
 
+# Why a leg passed without anyone passing it.
+UNREACHABLE = "unreachable: every page of the leg failed"
+NOBODY_ON_CALL = "nobody on call"
+
 
 def reachable(channel: str, has_phone: bool, has_push: bool) -> bool:
     """Can a contact be paged on this channel at all? Voice and SMS need a phone; push a token."""
@@ -79,15 +89,46 @@ def reachable(channel: str, has_phone: bool, has_push: bool) -> bool:
 # -- the plan: what to walk, fixed when the incident opens -----------------------------------------
 
 
+Target = tuple[str, str]  # (contact id, channel)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Someone on call, as the shell found them: can they be reached by phone, by push?"""
+
+    contact: str
+    phone: bool
+    push: bool
+
+
+# Who is on call on each schedule a plan names, at the instant of a decision (escalator.oncall).
+OnCall = dict[str, tuple[Reach, ...]]
+
+
 @dataclass(frozen=True)
 class LegPlan:
     name: str
     window_s: float
-    targets: tuple[tuple[str, str], ...]  # (contact id, channel), in the order pages go out
+    targets: tuple[Target, ...]  # the fixed contacts' (contact id, channel), in the order pages go out
+    schedules: tuple[str, ...] = ()  # whoever is on call on these when the leg starts is paged too
+    channels: tuple[str, ...] = ()  # how the people on call are paged (a scheduled leg's channels)
 
     @property
     def contacts(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(c for c, _ in self.targets))
+
+    def resolve(self, on_call: OnCall | None) -> tuple[Target, ...]:
+        """The fixed targets, then each person on call on the leg's schedules (in schedule order) on
+        every channel of the leg that can reach them."""
+        if not self.schedules:
+            return self.targets
+        if on_call is None:
+            raise ValueError(f"leg {self.name!r} is scheduled: the shell must say who is on call (needs_on_call)")
+        out = dict.fromkeys(self.targets)
+        for schedule in self.schedules:
+            for person in on_call.get(schedule, ()):
+                out.update(dict.fromkeys((person.contact, ch) for ch in self.channels if reachable(ch, person.phone, person.push)))
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -102,15 +143,30 @@ class Plan:
             "ladder": self.ladder,
             "version": self.version,
             "cycles": self.cycles,
-            "legs": [{"name": leg.name, "window_s": leg.window_s, "targets": [list(t) for t in leg.targets]} for leg in self.legs],
+            "legs": [_leg_dict(leg) for leg in self.legs],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
         legs = tuple(
-            LegPlan(leg["name"], leg["window_s"], tuple((c, ch) for c, ch in leg["targets"])) for leg in data["legs"]
+            LegPlan(
+                leg["name"], leg["window_s"], tuple((c, ch) for c, ch in leg["targets"]),
+                tuple(leg.get("schedules", ())), tuple(leg.get("channels", ())),
+            )
+            for leg in data["legs"]
         )
         return cls(data["ladder"], int(data["version"]), int(data["cycles"]), legs)
+
+    @property
+    def schedules(self) -> frozenset[str]:
+        return frozenset(s for leg in self.legs for s in leg.schedules)
+
+
+def _leg_dict(leg: LegPlan) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": leg.name, "window_s": leg.window_s, "targets": [list(t) for t in leg.targets]}
+    if leg.schedules:
+        out["schedules"], out["channels"] = list(leg.schedules), list(leg.channels)
+    return out
 
 
 # -- events: what happened --------------------------------------------------------------------------
@@ -286,10 +342,24 @@ class Walk:
     seq: int = 0
     acked_by: str | None = None
     closed_by: str | None = None
+    # Scheduled legs only: the current leg's targets as resolved when it started, and per leg index
+    # every target it has paged so far (for exhaustion and for stopping its calls).
+    on_leg: tuple[Target, ...] | None = None
+    resolved: tuple[tuple[int, tuple[Target, ...]], ...] = ()
 
     @property
     def leg(self) -> LegPlan:
         return self.plan.legs[self.leg_index]
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """The current leg's targets."""
+        return self.leg.targets if self.on_leg is None else self.on_leg
+
+    def paged_on(self, leg_index: int) -> tuple[Target, ...]:
+        """Everything a leg has paged (its fixed targets when it is not scheduled)."""
+        found = dict(self.resolved).get(leg_index)
+        return self.plan.legs[leg_index].targets if found is None else found
 
     def to_dict(self) -> dict[str, Any]:
         """The state without the plan (stored once, beside it)."""
@@ -303,6 +373,8 @@ class Walk:
             "seq": self.seq,
             "acked_by": self.acked_by,
             "closed_by": self.closed_by,
+            **({"on_leg": [list(t) for t in self.on_leg]} if self.on_leg is not None else {}),
+            **({"resolved": {str(i): [list(t) for t in ts] for i, ts in self.resolved}} if self.resolved else {}),
         }
 
     @classmethod
@@ -319,6 +391,8 @@ class Walk:
             seq=int(data["seq"]),
             acked_by=data.get("acked_by"),
             closed_by=data.get("closed_by"),
+            on_leg=tuple((c, ch) for c, ch in data["on_leg"]) if data.get("on_leg") is not None else None,
+            resolved=tuple(sorted((int(i), tuple((c, ch) for c, ch in ts)) for i, ts in (data.get("resolved") or {}).items())),
         )
 
 
@@ -328,9 +402,10 @@ class Walk:
 class _Step:
     """Collects the new state and the commands of one decision."""
 
-    def __init__(self, walk: Walk, now: datetime):
+    def __init__(self, walk: Walk, now: datetime, on_call: OnCall | None):
         self.walk = walk
         self.now = now
+        self.on_call = on_call
         self.commands: list[Command] = []
 
     def set(self, **changes: Any) -> None:
@@ -348,9 +423,10 @@ class _Step:
     def start_leg(self, cycle: int, leg_index: int) -> None:
         leg = self.walk.plan.legs[leg_index]
         deadline = self.now + timedelta(seconds=leg.window_s)
+        targets = leg.resolve(self.on_call)
         pages = [
             PageCmd(page_key(cycle, leg_index, contact, channel), contact, channel, cycle, leg_index, leg.name, leg.window_s)
-            for contact, channel in leg.targets
+            for contact, channel in targets
         ]
         self.set(
             status=OPEN,
@@ -359,12 +435,22 @@ class _Step:
             deadline=deadline,
             live=frozenset(p.key for p in pages),
             paged=self.walk.paged | {p.contact for p in pages},
+            on_leg=targets if leg.schedules else None,
         )
-        self.emit("leg_started", **self.leg_fields(), window_s=leg.window_s)
+        if leg.schedules:
+            self.remember(leg_index, targets)
+        contacts = list(dict.fromkeys(c for c, _ in targets))
+        self.emit("leg_started", **self.leg_fields(), window_s=leg.window_s, contacts=contacts, schedules=list(leg.schedules) or None)
         self.commands.extend(pages)
         self.commands.append(ArmWindow(deadline, cycle, leg_index))
         if not pages:  # nobody on this leg can be reached on its channels
-            self.unreachable()
+            self.unreachable(NOBODY_ON_CALL if leg.schedules else UNREACHABLE)
+
+    def remember(self, leg_index: int, targets: tuple[Target, ...]) -> None:
+        """Add to what a scheduled leg has paged during this incident."""
+        resolved = dict(self.walk.resolved)
+        resolved[leg_index] = tuple(dict.fromkeys(resolved.get(leg_index, ()) + targets))
+        self.set(resolved=tuple(sorted(resolved.items())))
 
     def advance(self, early: bool = False) -> None:
         """The current leg is over: next leg, next cycle, or exhaustion."""
@@ -383,27 +469,30 @@ class _Step:
         or ringing: they are stopped, so no phone rings for a leg that is over."""
         w = self.walk
         if w.status == OPEN:
-            keys = [page_key(w.cycle, w.leg_index, c, VOICE) for c, channel in w.leg.targets if channel == VOICE]
+            keys = [page_key(w.cycle, w.leg_index, c, VOICE) for c, channel in w.targets if channel == VOICE]
         elif w.status == EXHAUSTED:
-            keys = [exhaustion_key(c, VOICE) for leg in w.plan.legs for c, channel in leg.targets if channel == VOICE]
+            keys = [exhaustion_key(c, VOICE) for i in range(len(w.plan.legs)) for c, channel in w.paged_on(i) if channel == VOICE]
         else:
             return
         if keys:
             self.commands.append(CancelCalls(tuple(dict.fromkeys(keys))))
 
-    def unreachable(self) -> None:
-        self.emit("passed", **self.leg_fields(), reason="unreachable: every page of the leg failed")
+    def unreachable(self, reason: str = UNREACHABLE) -> None:
+        self.emit("passed", **self.leg_fields(), reason=reason)
         self.advance(early=True)
 
     def exhaust(self) -> None:
-        w = self.walk
-        self.set(status=EXHAUSTED, deadline=None, live=frozenset())
+        self.set(status=EXHAUSTED, deadline=None, live=frozenset(), on_leg=None)
         self.commands.append(CancelWindow())
-        self.emit("exhausted", cycle=w.cycle)
-        seen: set[tuple[str, str]] = set()
+        self.emit("exhausted", cycle=self.walk.cycle)
+        for index, leg in enumerate(self.walk.plan.legs):  # who is on call now joins who was paged
+            if leg.schedules:
+                self.remember(index, leg.resolve(self.on_call))
+        w = self.walk
+        seen: set[Target] = set()
         pages = []
         for index, leg in enumerate(w.plan.legs):
-            for contact, channel in leg.targets:
+            for contact, channel in w.paged_on(index):
                 if (contact, channel) not in seen:
                     seen.add((contact, channel))
                     pages.append(PageCmd(exhaustion_key(contact, channel), contact, channel, w.cycle, index, leg.name, leg.window_s))
@@ -435,9 +524,22 @@ def _closed(walk: Walk) -> Ignored:
     return Ignored(CLOSED, "already resolved")
 
 
-def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]]:
-    """The next state and the commands to carry out; an event that changes nothing: `[Ignored(…)]`."""
-    step = _Step(walk, now)
+def needs_on_call(walk: Walk, event: Event) -> frozenset[str]:
+    """The schedules whose on-call people `decide` needs for this event: those of the plan when the
+    event may start a leg or exhaust the ladder, else none (most events need no lookup)."""
+    if not walk.plan.schedules:
+        return frozenset()
+    if isinstance(event, (Open, WindowExpired, Pass)):
+        return walk.plan.schedules
+    if isinstance(event, PageFailed) and walk.live == {event.page.key}:
+        return walk.plan.schedules
+    return frozenset()
+
+
+def decide(walk: Walk, event: Event, now: datetime, on_call: OnCall | None = None) -> tuple[Walk, list[Command]]:
+    """The next state and the commands to carry out; an event that changes nothing: `[Ignored(…)]`.
+    `on_call`: who is on call at `now` on the schedules `needs_on_call` names."""
+    step = _Step(walk, now, on_call)
     status = walk.status
 
     if isinstance(event, Open):
@@ -445,7 +547,7 @@ def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]
             return walk, [Ignored(REPEAT, f"already opened (incident is {status})")]
         plan = walk.plan
         step.emit("opened", ladder=plan.ladder, version=plan.version, **event.details)
-        if not any(leg.targets for leg in plan.legs):
+        if not any(leg.targets or leg.schedules for leg in plan.legs):
             step.set(cycle=1)
             step.exhaust()
         else:
@@ -464,7 +566,7 @@ def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]
         if event.contact is not None and event.contact not in walk.paged:
             return walk, [Ignored(NOT_PAGED, f"{event.contact} was not paged for this incident")]
         step.cancel_calls()
-        step.set(status=ACKNOWLEDGED, acked_by=event.by, deadline=None, live=frozenset())
+        step.set(status=ACKNOWLEDGED, acked_by=event.by, deadline=None, live=frozenset(), on_leg=None)
         step.commands += [CancelWindow(), StopPages()]
         step.emit("acknowledged", by=event.by, channel=event.channel, contact=event.contact, **step.leg_fields())
         step.commands.extend(Notify(c, "taken", event.by) for c in sorted(walk.paged) if c not in (event.contact, event.by))
@@ -476,7 +578,7 @@ def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]
             return walk, [Ignored(NOTHING_TO_PASS, "every leg has been paged: there is nobody to pass it to")]
         if event.cycle is not None and (event.cycle, event.leg_index) != (walk.cycle, walk.leg_index):
             return walk, [Ignored(STALE, "that leg is already over")]
-        if event.contact is not None and event.contact not in walk.leg.contacts:
+        if event.contact is not None and event.contact not in {c for c, _ in walk.targets}:
             return walk, [Ignored(NOT_THIS_LEG, f"{event.contact} is not on the current leg ({walk.leg.name})")]
         step.emit("passed", by=event.by, channel=event.channel, contact=event.contact, **step.leg_fields())
         step.cancel_calls()
@@ -512,7 +614,7 @@ def decide(walk: Walk, event: Event, now: datetime) -> tuple[Walk, list[Command]
         if status not in (*ACTIVE, ACKNOWLEDGED):
             return walk, [Ignored(CLOSED, "already resolved")]
         step.cancel_calls()
-        step.set(status=RESOLVED, closed_by=event.by, deadline=None, live=frozenset())
+        step.set(status=RESOLVED, closed_by=event.by, deadline=None, live=frozenset(), on_leg=None)
         step.commands += [CancelWindow(), StopPages()]
         step.emit("resolved", by=event.by)
 

@@ -131,7 +131,7 @@ def test_duplicate_key_is_refused(tmp_path: Path) -> None:
 
 def test_document_of_neither_kind(tmp_path: Path) -> None:
     (problem,) = refusals(tmp_path, "---\nname: x\n---\n- a\n- b\n")[:1]
-    assert "neither `contacts:` nor `ladder:`" in problem.message
+    assert "none of `contacts:`, `ladder:` or `schedule:`" in problem.message
 
 
 def test_scalar_document(tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_scalar_document(tmp_path: Path) -> None:
 
 def test_empty_file_is_refused(tmp_path: Path) -> None:
     (problem,) = refusals(tmp_path, "# nothing here\n")
-    assert problem.message == "file declares no contacts and no ladder"
+    assert problem.message == "file declares no contacts, no ladder and no schedule"
 
 
 def test_not_utf8_and_missing_paths(tmp_path: Path) -> None:

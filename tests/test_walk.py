@@ -80,7 +80,7 @@ def test_open_pages_the_first_leg_on_every_channel_and_arms_its_window() -> None
     assert (walk.status, walk.cycle, walk.leg_index, walk.deadline) == ("open", 1, 0, T0 + timedelta(seconds=120))
     first = cmds[0]
     assert first.fields == {"ladder": "night", "version": 3, "summary": "no heat"} and first.seq == 1 and first.at == T0
-    assert cmds[1].fields == {"cycle": 1, "leg": "primary", "leg_index": 0, "window_s": 120}
+    assert cmds[1].fields == {"cycle": 1, "leg": "primary", "leg_index": 0, "window_s": 120, "contacts": ["alice"]}
 
 
 def test_legs_in_order_with_their_own_windows() -> None:
@@ -438,3 +438,95 @@ def test_calls_of_a_leg_that_ends_are_stopped() -> None:
     assert exhausted.status == "exhausted"
     _, cmds = decide(exhausted, Acknowledge("ops"), T0)
     assert CancelCalls(("x.alice.voice", "x.bob.voice", "x.carol.voice", "x.dave.voice")) in cmds
+
+
+# -- scheduled legs (SPEC §10): who is on call arrives as data --------------------------------------
+
+R = w.Reach
+
+
+def scheduled_plan(cycles: int = 0) -> Plan:
+    return Plan(
+        "night", 4, cycles,
+        (
+            LegPlan("primary", 120, (), ("techs",), ALL),
+            LegPlan("secondary", 90, (("erin", "sms"),), ("backup",), ("voice", "sms")),
+            LegPlan("fallback", 60, (("zed", "voice"),)),
+        ),
+    )
+
+
+def test_a_scheduled_leg_pages_its_fixed_contacts_then_whoever_is_on_call_when_it_starts() -> None:
+    p = scheduled_plan()
+    on_call = {"techs": (R("alice", True, True), R("pat", False, True)), "backup": (R("bob", True, False),)}
+    walk, cmds = decide(w.new("inc-1", p), Open(), T0, on_call)
+    # pat has no phone: push only; every channel of the leg for alice
+    assert pages(cmds) == [("alice", "voice"), ("alice", "sms"), ("alice", "push"), ("pat", "push")]
+    started = [c for c in cmds if isinstance(c, Emit) and c.event == "leg_started"][0]
+    assert started.fields["contacts"] == ["alice", "pat"] and started.fields["schedules"] == ["techs"]
+    # the next leg resolves at its own start: bob is gone from backup, carol came on
+    later = {"techs": (R("alice", True, True),), "backup": (R("carol", True, True),)}
+    walk, cmds = decide(walk, WindowExpired(1, 0), T0 + timedelta(seconds=120), later)
+    assert pages(cmds) == [("erin", "sms"), ("carol", "voice"), ("carol", "sms")]
+    started = [c for c in cmds if isinstance(c, Emit) and c.event == "leg_started"][0]
+    assert started.fields["contacts"] == ["erin", "carol"] and started.fields["schedules"] == ["backup"]
+    # a fixed leg says who it pages and names no schedule
+    walk, cmds = decide(walk, WindowExpired(1, 1), T0 + timedelta(seconds=210), later)
+    started = [c for c in cmds if isinstance(c, Emit) and c.event == "leg_started"][0]
+    assert started.fields["contacts"] == ["zed"] and "schedules" not in started.fields
+
+
+def test_the_shell_is_asked_for_who_is_on_call_only_when_a_leg_may_start() -> None:
+    p = scheduled_plan()
+    fresh = w.new("inc-1", p)
+    assert w.needs_on_call(fresh, Open()) == {"techs", "backup"}
+    walk, _ = decide(fresh, Open(), T0, {"techs": (R("alice", True, True),)})
+    assert w.needs_on_call(walk, WindowExpired(1, 0)) == {"techs", "backup"}
+    assert w.needs_on_call(walk, Pass("ops")) == {"techs", "backup"}
+    assert w.needs_on_call(walk, Acknowledge("ops")) == frozenset()
+    assert w.needs_on_call(walk, PageFailed(_page(walk, "alice", "sms"), "x")) == frozenset()  # others still live
+    assert w.needs_on_call(w.new("x", plan()), Open()) == frozenset()  # nothing scheduled: no lookup
+    try:
+        decide(fresh, Open(), T0)
+    except ValueError as exc:
+        assert "needs_on_call" in str(exc)
+    else:
+        raise AssertionError("a scheduled leg started without knowing who is on call")
+
+
+def test_nobody_on_call_passes_the_leg_at_once_and_the_last_leg_rule_holds() -> None:
+    p = scheduled_plan()
+    walk, cmds = decide(w.new("inc-1", p), Open(), T0, {})
+    assert emits(cmds) == ["opened", "leg_started", "passed", "leg_started"]
+    passed = [c for c in cmds if isinstance(c, Emit) and c.event == "passed"][0]
+    assert passed.fields["reason"] == "nobody on call" and walk.leg_index == 1
+    assert pages(cmds) == [("erin", "sms")]  # the secondary's fixed contact still gets paged
+    # a last leg on a schedule with nobody on call: no new cycle early, the window starts it
+    last = Plan("night", 4, 0, (LegPlan("a", 60, (("zed", "sms"),)), LegPlan("b", 60, (), ("techs",), ALL)))
+    walk, cmds = decide(w.new("inc-2", last), Open(), T0, {})
+    walk, cmds = decide(walk, WindowExpired(1, 0), T0 + timedelta(seconds=60), {})
+    assert emits(cmds)[-1] == "passed" and walk.status == "open" and (walk.cycle, walk.leg_index) == (1, 1)
+    assert walk.deadline == T0 + timedelta(seconds=120)
+
+
+def test_a_pass_from_the_person_on_call_counts_and_exhaustion_pages_who_was_and_who_is_on_call() -> None:
+    p = scheduled_plan(cycles=1)
+    walk, _ = decide(w.new("inc-1", p), Open(), T0, {"techs": (R("alice", True, True),)})
+    unchanged(decide(walk, Pass("bob", "sms", "bob"), T0), walk, w.NOT_THIS_LEG)
+    walk, cmds = decide(walk, Pass("alice", "sms", "alice"), T0, {"techs": (R("alice", True, True),), "backup": (R("bob", True, False),)})
+    assert emits(cmds)[:2] == ["passed", "leg_started"] and walk.leg_index == 1
+    # the hand-over happens: dan is on call for techs now; the ladder runs out
+    now = {"techs": (R("dan", True, False),), "backup": (R("bob", True, False),)}
+    walk, _ = decide(walk, WindowExpired(1, 1), T0 + timedelta(seconds=90), now)
+    walk, cmds = decide(walk, WindowExpired(1, 2), T0 + timedelta(seconds=150), now)
+    assert walk.status == "exhausted"
+    paged = set(pages(cmds))
+    assert {("alice", "voice"), ("alice", "sms"), ("alice", "push"), ("dan", "voice"), ("dan", "sms")} <= paged
+    assert {("erin", "sms"), ("bob", "voice"), ("bob", "sms"), ("zed", "voice")} <= paged
+    # stopping the exhaustion's calls covers the people on call too
+    walk2, cmds = decide(walk, Acknowledge("ops"), T0 + timedelta(seconds=160))
+    cancelled = [c for c in cmds if isinstance(c, CancelCalls)][0].keys
+    assert "x.dan.voice" in cancelled and "x.alice.voice" in cancelled
+    # the resolved targets survive a round trip through the stored state
+    again = w.Walk.from_dict("inc-1", Plan.from_dict(p.to_dict()), walk.to_dict())
+    assert again == walk

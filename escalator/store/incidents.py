@@ -18,10 +18,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
+from escalator import oncall
 from escalator import walk as walk_
 from escalator.ladders import NAME_RE, Contact, Ladder
 from escalator.store.db import read_session, write_session
 from escalator.store.group_commit import Rejected, write_one
+from escalator.store.rosters import Rosters
 from escalator.store.sms_codes import CodeRequest, SmsCodes
 from escalator.store.tx import Tx
 from escalator.store.tables import (
@@ -117,7 +119,8 @@ def build_plan(ladder: Ladder, version: int, contacts: dict[str, Contact], windo
                 if contact is not None and walk_.reachable(channel, bool(contact.phone), bool(contact.push_tokens)):
                     targets.append((contact_id, channel))
         window = ladder.window(index) * window_scale
-        legs.append(walk_.LegPlan(leg.name, int(window) if window == int(window) else window, tuple(targets)))
+        window = int(window) if window == int(window) else window
+        legs.append(walk_.LegPlan(leg.name, window, tuple(targets), leg.schedules, leg.channels if leg.schedules else ()))
     return Plan(ladder.name, version, ladder.cycles, tuple(legs))
 
 
@@ -128,6 +131,7 @@ class IncidentStore:
         self.window_scale = window_scale
         self.replica = replica  # whoever runs a step that arms a window drives it (escalator.store.leases)
         self._ladders: dict[tuple[str, int], Ladder] = {}
+        self.rosters = Rosters()
 
     # -- steps (escalator.store.group_commit has their contract) --------------------------------------
 
@@ -154,7 +158,8 @@ class IncidentStore:
         if fallback:
             details["requested_ladder"] = new.ladder
             details["reason"] = f"unknown ladder {new.ladder!r}: walking ESCALATOR_DEFAULT_LADDER"
-        walk, commands = walk_.decide(walk_.new(new.id, plan), walk_.Open(details), now)
+        fresh, opening = walk_.new(new.id, plan), walk_.Open(details)
+        walk, commands = walk_.decide(fresh, opening, now, self._on_call(tx, walk_.needs_on_call(fresh, opening), now))
         # One statement tells a new incident from a repeat (the id is the key), and the row exists at
         # once for the rows that refer to it (the ORM would need a flush per incident to order them).
         inserted = tx.execute(
@@ -203,7 +208,7 @@ class IncidentStore:
         for each in events:
             if isinstance(each, (PageSent, PageFailed)):
                 each = replace(each, recorded=recorded.get(each.page.key))
-            new_walk, more = walk_.decide(new_walk, each, now)
+            new_walk, more = walk_.decide(new_walk, each, now, self._on_call(tx, walk_.needs_on_call(new_walk, each), now))
             if (why := walk_.ignored(more)) is not None:
                 ignored.append((each, why))
                 continue
@@ -435,6 +440,21 @@ class IncidentStore:
                     push_tokens=tuple(t for t in r.push_tokens or () if (r.id, t) not in dead),
                 )
         return {i: c for i in ids if (c := known[i]) is not None}
+
+    def _on_call(self, tx: Tx, schedules: frozenset[str], now: datetime) -> walk_.OnCall | None:
+        """Who is on call at `now` on these schedules, as the walk takes it (escalator.oncall decides
+        who; the contacts say how they can be reached): a few reads per transaction, none per person."""
+        if not schedules:
+            return None
+        people = {
+            name: [p.contact for p in oncall.on_call(schedule, overrides, now)]
+            for name, (schedule, overrides) in self.rosters.read(tx, schedules, now).items()
+        }
+        contacts = self._contacts(tx, {c for ids in people.values() for c in ids})
+        return {
+            name: tuple(walk_.Reach(c, bool(contacts[c].phone), bool(contacts[c].push_tokens)) for c in ids if c in contacts)
+            for name, ids in people.items()
+        }
 
     def retire_push_tokens(self, contact_id: str, tokens: Iterable[str], now: datetime) -> None:
         """Tokens FCM reported UNREGISTERED: skipped from now on (they stay on the contact for the operator)."""

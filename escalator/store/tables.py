@@ -84,6 +84,70 @@ class LadderVersionRow(SQLModel, table=True):
     comment: str | None = None
 
 
+class ScheduleRow(SQLModel, table=True):
+    """A schedule's head: its current version (SPEC §10). Versions as for ladders."""
+
+    __tablename__ = "schedules"
+
+    name: str = Field(primary_key=True, max_length=64)
+    version: int
+    deleted_at: datetime | None = _ts(nullable=True)
+    updated_at: datetime = _ts()
+    updated_by: str = Field(max_length=200)
+
+
+class ScheduleVersionRow(SQLModel, table=True):
+    __tablename__ = "schedule_versions"
+
+    schedule: str = Field(primary_key=True, foreign_key="schedules.name", max_length=64)
+    version: int = Field(primary_key=True)
+    snapshot: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON, nullable=True)
+    actor: str = Field(max_length=200)
+    created_at: datetime = _ts()
+    change: str
+    comment: str | None = None
+
+
+class OverrideRow(SQLModel, table=True):
+    """`escalator cover`: `by` is on call for `schedule` during [start, until), replacing everyone,
+    only `instead_of`, or joining them (`add`). Applied in id order (creation order); a removed one
+    keeps its row with who removed it and when."""
+
+    __tablename__ = "overrides"
+    __table_args__ = (sa.Index("ix_overrides_schedule_until", "schedule", "until"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    schedule: str = Field(foreign_key="schedules.name", max_length=64)
+    by: str = Field(max_length=64)
+    instead_of: str | None = Field(default=None, max_length=64)
+    add: bool = False
+    start: datetime = _ts()
+    until: datetime = _ts()
+    comment: str | None = Field(default=None, max_length=500)
+    created_at: datetime = _ts()
+    created_by: str = Field(max_length=200)
+    removed_at: datetime | None = _ts(nullable=True)
+    removed_by: str | None = Field(default=None, max_length=200)
+
+
+class HandoffNoticeRow(SQLModel, table=True):
+    """A hand-over notice (`notify_handoff`), claimed once across replicas by inserting its key:
+    schedule, contact and the instant their time on call starts."""
+
+    __tablename__ = "handoff_notices"
+
+    key: str = Field(primary_key=True, max_length=200)
+    schedule: str = Field(max_length=64)
+    contact: str = Field(max_length=64)
+    starts_at: datetime = _ts()
+    until: datetime = _ts()
+    claimed_by: str = Field(max_length=200)
+    claimed_at: datetime = _ts()
+    channel: str | None = Field(default=None, max_length=8)
+    status: str = Field(max_length=16)  # claimed, sent, failed
+    reason: str | None = None
+
+
 metadata = SQLModel.metadata
 
 
