@@ -22,6 +22,7 @@ run: $(BIN)/.installed
 	$(BIN)/escalator db upgrade
 	$(BIN)/escalator apply ladders/
 	$(BIN)/escalator ladder show after-hours
+	$(BIN)/escalator oncall
 	$(BIN)/escalator run --embedded-nats
 
 # Set up and run the whole test suite (SQLite and the PostgreSQL on 127.0.0.1:5432, database `test`).

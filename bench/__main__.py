@@ -46,17 +46,41 @@ from tests.harness import DaemonProcess, NatsServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("ESCALATOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-BENCH_LADDERS = """\
+BENCH_PEOPLE = """\
 contacts:
   - {id: tech, name: Tech, phone: "+14155550101", push_tokens: ["tok-tech"]}
   - {id: backup, name: Backup, phone: "+14155550102", push_tokens: ["tok-backup"]}
+"""
+# Every leg on a schedule (the default, SPEC §10): who each leg pages is resolved when it starts.
+BENCH_LADDERS = {
+    "scheduled": BENCH_PEOPLE + """\
+---
+schedule: bench-primary
+timezone: America/Chicago
+rotations:
+  - {name: nights, contacts: [tech], shift: 1w, start: "2026-11-30 08:00"}
+---
+schedule: bench-secondary
+timezone: America/Chicago
+rotations:
+  - {name: nights, contacts: [backup], shift: 1w, start: "2026-11-30 08:00"}
+---
+ladder: bench
+ack_timeout: 120s
+legs:
+  - {name: primary, schedule: bench-primary}
+  - {name: secondary, schedule: bench-secondary}
+""",
+    "fixed": BENCH_PEOPLE + """\
 ---
 ladder: bench
 ack_timeout: 120s
 legs:
   - {name: primary, contacts: [tech]}
   - {name: secondary, contacts: [backup]}
-"""
+""",
+}
+LADDER = {"kind": "scheduled"}  # --ladder
 TARGETS = {
     "publish_to_first_page_p99_ms": ("<=", 50.0),
     "window_expiry_to_next_page_p99_ms": ("<=", 100.0),
@@ -96,7 +120,7 @@ class Database:
         # would queue this process's counting behind the daemon's writer, and fail when it waits too long)
         self.reader = self.engine.execution_options(**{READ_ONLY: True})
         migrate.upgrade(self.engine)
-        (root / "bench.yaml").write_text(BENCH_LADDERS)
+        (root / "bench.yaml").write_text(BENCH_LADDERS[LADDER["kind"]])
         Catalog(self.engine).apply(ladder_files.load([root / "bench.yaml"]), "bench", clock.now())
 
     def drop(self) -> None:
@@ -140,13 +164,14 @@ class Database:
                   for i, c in contacts.items()}
         plan = build_plan(ladder, head.version, people)
         plan_dict = plan.to_dict()
+        on_call = {"bench-primary": (walk_.Reach("tech", True, True),), "bench-secondary": (walk_.Reach("backup", True, True),)}
         window = timedelta(seconds=plan.legs[0].window_s)
         for start in range(0, count, 2000):
             rows = []
             for i in range(start, min(count, start + 2000)):
                 deadline = deadline_of(i)
                 opened = deadline - window
-                walk, _ = walk_.decide(walk_.new(f"seed-{i}", plan), walk_.Open({}), opened)
+                walk, _ = walk_.decide(walk_.new(f"seed-{i}", plan), walk_.Open({}), opened, on_call)
                 rows.append(dict(
                     id=f"seed-{i}", ladder="bench", version=head.version, status=walk.status, deadline=walk.deadline,
                     summary="seeded", plan=plan_dict, state=walk.to_dict(), opened_at=opened, updated_at=opened,
@@ -565,7 +590,7 @@ async def run_all(kinds: list[str], quick: bool) -> dict[str, Any]:
         "burst": 300 if quick else 10_000, "memory": 500 if quick else 100_000,
         "storm": 20 if quick else 60, "storm_scale": 0.05 if quick else 0.1,
     }
-    results: dict[str, Any] = {"sizes": sizes, "quick": quick, "machine": machine(), "databases": {}}
+    results: dict[str, Any] = {"sizes": sizes, "quick": quick, "machine": machine(), "databases": {}, "ladder": LADDER["kind"]}
     with tempfile.TemporaryDirectory(prefix="escalator-bench-") as tmp:
         root = Path(tmp) / "floors"
         root.mkdir()
@@ -674,7 +699,8 @@ def table(results: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
     m = results["machine"]
     lines.append("")
-    lines.append(f"{m['cpus']} CPUs, {m['system']}, Python {m['python']}; {'quick' if results['quick'] else 'full'} run.")
+    lines.append(f"{m['cpus']} CPUs, {m['system']}, Python {m['python']}; {'quick' if results['quick'] else 'full'} run; "
+                 + ("every leg on a schedule (resolved when it starts)." if results.get("ladder") == "scheduled" else "fixed contacts on every leg."))
     return "\n".join(lines)
 
 
@@ -683,7 +709,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few seconds per figure (what CI runs)")
     parser.add_argument("--db", default="sqlite,postgresql", help="sqlite, postgresql or both (comma-separated)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--ladder", choices=sorted(BENCH_LADDERS), default="scheduled",
+                        help="the bench ladder's legs: on schedules (default) or fixed contacts, to compare")
     args = parser.parse_args(argv)
+    LADDER["kind"] = args.ladder
     kinds = [k.strip() for k in args.db.split(",") if k.strip()]
     if not kinds or any(k not in ("sqlite", "postgresql") for k in kinds):
         parser.error("--db takes sqlite, postgresql or both")

@@ -39,6 +39,9 @@ from escalator.store.migrate import require_current
 from escalator.store.outbox import Outbox
 from escalator.store.sms_codes import SmsCodes
 from escalator.supervisor import Supervisor
+from escalator.handoffs import HandoffNotices
+from escalator.store.catalog import Catalog
+from escalator.store.handoffs import Handoffs
 from escalator.web import HttpServer, create_app
 
 log = logging.getLogger("escalator")
@@ -116,6 +119,7 @@ class Daemon:
         self._publishing = asyncio.Event()  # set when the outbox may stop (after the last steps)
         self.ingest = Ingest(self.engine, on_lag=self.metrics.ingest_lag.observe)
         self.webhooks = Webhooks(self.engine, self.store, self.codes, settings.public_url, tokens=self.tokens)
+        self.handoffs = HandoffNotices(Catalog(self.db), Handoffs(self.db, settings.replica), self.channels)
         self.nats: Any = None
         self.nats_error: str | None = "not connected yet"
         self.embedded: EmbeddedNats | None = None
@@ -173,6 +177,7 @@ class Daemon:
             keep("ingest", lambda: self.ingest.run(self.stop_event)),
             keep("outbox", lambda: self.publisher.run(self._publishing), until=self._publishing),
             keep("housekeeping", self._housekeeping),
+            keep("handoffs", lambda: self.handoffs.run(self.stop_event)),
         ]
         self.ready.set()
         log.info("escalator running (default ladder: %s)", self.settings.default_ladder or "none")

@@ -445,12 +445,15 @@ def move_leg(ladder: Ladder, leg_name: str, position: int) -> Ladder:
 
 
 def set_leg(ladder: Ladder, leg_name: str, **changes: Any) -> Ladder:
-    """Change a leg's fields (name, contacts, channels, ack_timeout); ack_timeout None = ladder default."""
+    """Change a leg's fields (name, contacts, schedule, channels, ack_timeout); ack_timeout None = ladder
+    default, schedule () = none."""
     index = ladder.leg_index(leg_name)
     legs = [leg.to_document() for leg in ladder.legs]
     for key, value in changes.items():
         if key == "ack_timeout" and value is None:
             legs[index].pop("ack_timeout", None)
+        elif key == "schedule" and not value:
+            legs[index].pop("schedule", None)
         else:
             legs[index][key] = list(value) if isinstance(value, tuple) else value
     return _with_legs(ladder, legs)

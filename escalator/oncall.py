@@ -276,3 +276,17 @@ def turns(schedule: Schedule, overrides: list[Override] | tuple[Override, ...], 
         else:
             out.append((begin, finish, who))
     return out
+
+
+def arrivals(
+    schedule: Schedule, overrides: list[Override] | tuple[Override, ...], start: datetime, end: datetime
+) -> list[tuple[datetime, OnCall]]:
+    """Who came on call in (start, end], and when: at each instant who is on call may change, the
+    people on call then who were not just before (a turn's hand-over, a window opening, an override
+    starting). What hand-over notices are sent for."""
+    out: list[tuple[datetime, OnCall]] = []
+    tick = timedelta(microseconds=1)
+    for instant in changes(schedule, overrides, start, end + tick):
+        before = {p.contact for p in on_call(schedule, overrides, instant - tick)}
+        out += [(instant, p) for p in on_call(schedule, overrides, instant) if p.contact not in before]
+    return out

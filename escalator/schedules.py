@@ -9,8 +9,9 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 from typing import Annotated, Any, Literal
 
 
@@ -192,3 +193,83 @@ def describe_schedule_change(old: ScheduleDoc | None, new: ScheduleDoc | None) -
         if previous.active != rotation.active:
             parts.append(f"{name} active windows changed")
     return "; ".join(parts) or "no change"
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI's words for time (SPEC §10): WHEN, spans, gaps and hand-overs. Pure: `now` is an argument.
+
+_SPAN_RE = re.compile(r"(?:(\d{1,4})w)?(?:(\d{1,4})d)?(?:(\d{1,5})h)?(?:(\d{1,6})m)?")
+_HHMM_RE = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
+MAX_SPAN = timedelta(days=366)
+
+
+def parse_when(text: str, timezone: str, now: datetime, field: str = "--at") -> datetime:
+    """`now`; an ISO 8601 date-time (without an offset: wall-clock time in `timezone`, resolved as
+    schedules are, escalator.oncall.resolve); or `HH:MM`, the next such wall-clock time after `now`."""
+    zone = ZoneInfo(timezone)
+    value = text.strip()
+    if value.lower() == "now":
+        return now
+    if (match := _HHMM_RE.fullmatch(value)) is not None:
+        today = oncall.local(now, zone).date()
+        for day in (today, today + timedelta(days=1), today + timedelta(days=2)):
+            moment = oncall.resolve(datetime.combine(day, time(int(match.group(1)), int(match.group(2)))), zone)
+            if moment > now:
+                return moment
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            Problem(f"{text!r} is not a time: write now, HH:MM, or a date-time like 2026-12-05T03:00", field=field)
+        ) from None
+    if parsed.tzinfo is None:
+        return oncall.resolve(parsed, zone)
+    return parsed.astimezone(UTC)
+
+
+def parse_span(text: str, field: str = "--for") -> timedelta:
+    """`12h`, `30m`, `2d`, `1w`, `1d12h`: up to a year."""
+    match = _SPAN_RE.fullmatch(text.strip())
+    if match is None or not any(match.groups()):
+        raise InvalidInput(Problem(f"{text!r} is not a length of time: write it like 12h, 30m, 2d or 1d12h", field=field))
+    w, d, h, m = (int(g) if g else 0 for g in match.groups())
+    span = timedelta(weeks=w, days=d, hours=h, minutes=m)
+    if not timedelta(0) < span <= MAX_SPAN:
+        raise InvalidInput(Problem(f"{text!r} is out of range: from 1m to 366d", field=field))
+    return span
+
+
+def _stamp(moment: datetime, zone: ZoneInfo) -> str:
+    return moment.astimezone(zone).strftime("%a %Y-%m-%d %H:%M")
+
+
+def describe_span(start: datetime, end: datetime, timezone: str) -> str:
+    """`Sat 2026-12-05 00:00 – 08:00 CST` (the end's date too when it is another day)."""
+    zone = ZoneInfo(timezone)
+    first, last = start.astimezone(zone), end.astimezone(zone)
+    if last.date() == first.date():
+        end_text = last.strftime("%H:%M")
+    elif last.time() == time(0) and last.date() == first.date() + timedelta(days=1):
+        end_text = "24:00"
+    else:
+        end_text = _stamp(end, zone)
+    return f"{_stamp(start, zone)} – {end_text} {last.tzname()}"
+
+
+def gap_warnings(
+    schedule: oncall.Schedule, overrides: Sequence[oncall.Override], now: datetime, days: int = 28
+) -> list[str]:
+    """SPEC §10's words for every stretch of the next `days` days with nobody on call."""
+    return [
+        f"warning: schedule {schedule.id} has nobody on call {describe_span(start, end, schedule.timezone)}"
+        for start, end in oncall.gaps(schedule, overrides, now, now + timedelta(days=days))
+    ]
+
+
+def handoff_text(schedule: str, start: datetime, until: datetime, timezone: str) -> str:
+    """The hand-over notice: `You are on call for techs from Mon 18:00 until Tue 08:00 CST.`"""
+    zone = ZoneInfo(timezone)
+    begin, end = start.astimezone(zone), until.astimezone(zone)
+    far = until - start >= timedelta(days=6)  # a week's turn: name the dates, not only the days
+    fmt = "%a %b %d %H:%M" if far else "%a %H:%M"
+    return f"You are on call for {schedule} from {begin.strftime(fmt)} until {end.strftime(fmt)} {end.tzname()}."

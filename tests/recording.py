@@ -42,7 +42,7 @@ class RecordingChannel:
             return Outcome(False, reason=self.fail[page.contact.id])
         return Outcome(True, ref=f"{self.name}-{next(self._ids)}")
 
-    async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
+    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> None:
         self.notices.append((contact.id, incident_id, text))
         self._wake()
 

@@ -47,9 +47,14 @@ def test_reference_ladder_applies_and_shows(cli: Cli) -> None:
     assert "ladder after-hours: created (v1)" in result.stdout
     shown = cli("ladder", "show", "after-hours")
     assert shown.exit_code == 0
-    for name in ("Alice Ng", "Bob Okafor", "Carol Diaz", "Dave Kowalski", "Erin Yamada", "Frank Osei", "Grace Lindqvist"):
-        assert name in shown.stdout
-    assert "primary" in shown.stdout and "secondary" in shown.stdout and "120s" in shown.stdout
+    assert "on call: primary" in shown.stdout and "on call: secondary" in shown.stdout and "120s" in shown.stdout
+    # the seven people: on the schedules' rotations or the fixed fallbacks
+    legs = ladder_json(cli, "after-hours")["definition"]["legs"]
+    named = {c for leg in legs for c in leg.get("contacts", [])}
+    for schedule in ("primary", "secondary"):
+        shown = json.loads(cli("schedule", "show", schedule, "--json").stdout)
+        named |= {c for r in shown["definition"]["rotations"] for c in r["contacts"]}
+    assert named == {"alice", "bob", "carol", "dave", "erin", "frank", "grace"}
 
 
 def test_unknown_contact_is_refused_with_exit_2_and_nothing_written(applied: Cli, tmp_path: Path) -> None:
@@ -80,7 +85,7 @@ def test_apply_json_and_invalid_file_json(applied: Cli, tmp_path: Path) -> None:
 def test_validate(applied: Cli, tmp_path: Path) -> None:
     ladder = write(tmp_path / "v/day.yaml", LADDER_YAML.replace("night", "day"))
     result = applied("ladder", "validate", ladder)  # contacts come from the database
-    assert result.exit_code == 0 and result.stdout.strip() == "valid: 0 contacts, 1 ladders"
+    assert result.exit_code == 0 and result.stdout.strip() == "valid: 0 contacts, 0 schedules, 1 ladders"
     offline = applied("ladder", "validate", ladder, "--offline", "--json")
     assert offline.exit_code == 2
     assert {p["message"] for p in json.loads(offline.stdout)["problems"]} >= {"unknown contact 'alice' (leg 'primary')"}

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from escalator.oncall import (
-    DAYS_UNIT, HOURS, WEEKS, OnCall, Override, Rotation, Schedule, Window, changes, gaps, on_call, resolve, turn_at,
+    DAYS_UNIT, HOURS, WEEKS, OnCall, Override, Rotation, Schedule, Window, arrivals, changes, gaps, on_call, resolve, turn_at,
     turn_start, turns,
 )
 
@@ -285,3 +285,20 @@ def test_who_is_on_call_imports_only_what_its_allow_list_names() -> None:
     modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert modules == {"__future__", "dataclasses", "datetime", "math", "zoneinfo"}, modules
+
+
+def test_arrivals_are_who_came_on_call_and_when_for_hand_over_notices() -> None:
+    s = one(weekly("2026-11-30 08:00", active=NIGHTS))
+    week = arrivals(s, [], at("2026-12-07 07:00-06:00"), at("2026-12-08 09:00-06:00"))
+    # Monday 08:00 is a hand-over, but bob's turn starts covering only at 18:00 (the window opens)
+    assert [(t, p.contact) for t, p in week] == [(at("2026-12-07 18:00-06:00"), "bob")]
+    assert week[0][1].until == at("2026-12-08 08:00-06:00")
+    # the end of the interval counts, its start does not: no notice twice for adjacent scans
+    edge = at("2026-12-07 18:00-06:00")
+    assert [p.contact for _, p in arrivals(s, [], edge - timedelta(hours=1), edge)] == ["bob"]
+    assert arrivals(s, [], edge, edge + timedelta(hours=1)) == []
+    # an override that starts is an arrival; its end hands back to the turn's holder
+    tonight = cover("o1", "carol", "2026-12-08 20:00-06:00", "2026-12-08 22:00-06:00", instead_of="bob")
+    found = arrivals(s, [tonight], at("2026-12-08 19:00-06:00"), at("2026-12-08 23:00-06:00"))
+    assert [(t, p.contact, p.override) for t, p in found] == [
+        (at("2026-12-08 20:00-06:00"), "carol", "o1"), (at("2026-12-08 22:00-06:00"), "bob", None)]

@@ -1,15 +1,17 @@
-"""Schedule documents (escalator/schedules.py): every refusal names its field; a document comes back unchanged."""
+"""Schedule documents (escalator/schedules.py): every refusal names its field; a document comes back
+unchanged; the CLI's words for time."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
 from escalator import oncall
+from escalator.errors import InvalidInput
 from escalator.ladders import validation_errors
-from escalator.schedules import ScheduleDoc
+from escalator.schedules import ScheduleDoc, describe_span, handoff_text, parse_span, parse_when
 
 TECHS = {
     "schedule": "techs",
@@ -83,3 +85,46 @@ def test_the_plan_is_what_oncall_computes_with() -> None:
 def test_each_refusal_names_its_field(document: dict, field: str, words: str) -> None:
     found = refusals(document)
     assert any(loc == field and words in msg for loc, msg in found), found
+
+
+# -- the CLI's words for time: pure functions of plain values ---------------------------------------
+
+NOW = datetime(2026, 12, 3, 7, 30, tzinfo=UTC)  # Thu 01:30 CST
+
+
+def test_when_is_now_a_date_time_in_the_schedules_zone_or_the_next_hh_mm() -> None:
+    chi = "America/Chicago"
+    assert parse_when("now", chi, NOW) == NOW
+    assert parse_when("2026-12-05T03:00", chi, NOW) == datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+    assert parse_when("2026-12-05T03:00+00:00", chi, NOW) == datetime(2026, 12, 5, 3, 0, tzinfo=UTC)
+    assert parse_when("03:00", chi, NOW) == datetime(2026, 12, 3, 9, 0, tzinfo=UTC)  # later today
+    assert parse_when("01:00", chi, NOW) == datetime(2026, 12, 4, 7, 0, tzinfo=UTC)  # passed: tomorrow
+    # a wall-clock time in the spring-forward gap is the first instant after it; a fall-back one its first occurrence
+    assert parse_when("2027-03-14T02:30", chi, NOW) == datetime(2027, 3, 14, 8, 0, tzinfo=UTC)
+    assert parse_when("2026-11-01T01:30", chi, NOW) == datetime(2026, 11, 1, 6, 30, tzinfo=UTC)
+    with pytest.raises(InvalidInput) as info:
+        parse_when("tomorrow-ish", chi, NOW, "--from")
+    assert info.value.problems[0].field == "--from" and "not a time" in info.value.problems[0].message
+
+
+def test_spans_and_their_refusals() -> None:
+    assert parse_span("12h") == timedelta(hours=12)
+    assert parse_span("1d12h") == timedelta(days=1, hours=12)
+    assert parse_span("1w") == timedelta(weeks=1) and parse_span("30m") == timedelta(minutes=30)
+    for bad in ("", "12", "soon", "0h", "400d", "-1h"):
+        with pytest.raises(InvalidInput):
+            parse_span(bad)
+
+
+def test_gap_and_hand_over_words() -> None:
+    chi = "America/Chicago"
+    sat = datetime(2026, 12, 5, 6, 0, tzinfo=UTC)  # Sat 00:00 CST
+    assert describe_span(sat, sat + timedelta(hours=8), chi) == "Sat 2026-12-05 00:00 – 08:00 CST"
+    assert describe_span(sat, sat + timedelta(days=1), chi) == "Sat 2026-12-05 00:00 – 24:00 CST"
+    assert describe_span(sat, sat + timedelta(days=2, hours=8), chi) == "Sat 2026-12-05 00:00 – Mon 2026-12-07 08:00 CST"
+    monday = datetime(2026, 12, 8, 0, 0, tzinfo=UTC)  # Mon 18:00 CST
+    assert handoff_text("techs", monday, monday + timedelta(hours=14), chi) == (
+        "You are on call for techs from Mon 18:00 until Tue 08:00 CST.")
+    week = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
+    assert handoff_text("techs", week, week + timedelta(weeks=1), chi) == (
+        "You are on call for techs from Mon Dec 07 08:00 until Mon Dec 14 08:00 CST.")

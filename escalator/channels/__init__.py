@@ -64,7 +64,7 @@ class Channel(Protocol):
 
     async def cancel(self, ref: str) -> None: ...  # stop a page still on its way (a queued or ringing call)
 
-    async def notify(self, contact: Contact, incident_id: str, text: str) -> None: ...
+    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> None: ...
 
     async def close(self) -> None: ...
 
@@ -86,7 +86,7 @@ class DryRunChannel:
         log.info("DRY-RUN page %s: %s", describe(page), page.summary)
         return Outcome(True, ref=f"dry-run-{next(self._ids)}")
 
-    async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
+    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> None:
         log.info("DRY-RUN %s notice to %s for incident %s: %s", self.name, contact.id, incident_id, text)
 
     async def delivery_status(self, ref: str) -> Delivery:
@@ -114,7 +114,7 @@ class NotConfiguredChannel:
     async def cancel(self, ref: str) -> None:
         return None
 
-    async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
+    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> None:
         return None
 
     async def close(self) -> None:

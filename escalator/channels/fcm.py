@@ -194,7 +194,7 @@ class FcmChannel:
     async def cancel(self, ref: str) -> None:
         return None  # a push message cannot be taken back
 
-    async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
+    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> None:
         if not contact.push_tokens or self.breaker.state == resilience.OPEN:
             return
         try:
@@ -203,7 +203,7 @@ class FcmChannel:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 notices = [
                     messaging.Message(token=t, data={"incident_id": incident_id, "notice": text},
-                                      notification=messaging.Notification(title="Incident taken", body=text))
+                                      notification=messaging.Notification(title=title, body=text))
                     for t in contact.push_tokens
                 ]
             async with self.queue.slot(NOTICE, self.clock() + NOTICE_WITHIN_S):

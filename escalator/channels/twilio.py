@@ -174,7 +174,7 @@ class TwilioChannel:
         except Exception as exc:
             log.info("cancelling call %s: %s", ref, getattr(exc, "reason", None) or type(exc).__name__)
 
-    async def notify(self, contact: Contact, incident_id: str, text: str) -> None:
+    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> None:
         # Notices only read the breaker: they neither take its half-open probe nor count against it.
         if self.name != "sms" or not contact.phone or self.breaker.state == resilience.OPEN:
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from escalator.cli import contact, db, incident, ladder
+from escalator.cli import contact, db, incident, ladder, schedule
 from escalator.cli.common import CliState, EscalatorGroup
 
 app = typer.Typer(
@@ -26,6 +26,9 @@ app.command("run")(incident.run)
 app.command("apply")(ladder.apply)
 app.command("publish")(incident.publish)
 app.add_typer(ladder.app, name="ladder")
+app.add_typer(schedule.app, name="schedule")
+app.add_typer(schedule.cover_app, name="cover")
+app.command("oncall")(schedule.oncall_command)
 app.add_typer(contact.app, name="contact")
 app.add_typer(incident.app, name="incident")
 app.add_typer(db.app, name="db")

@@ -38,6 +38,7 @@ from escalator.ladders import (
     validate_value,
 )
 from escalator.store.catalog import LadderVersion
+from escalator.cli.schedule import warn_gaps
 
 app = typer.Typer(help="Inspect and edit ladders.", no_args_is_help=True)
 
@@ -56,22 +57,28 @@ def apply(
     comment: CommentOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Apply contact and ladder files: everything is checked first, then all is written or nothing."""
+    """Apply contact, schedule and ladder files: everything is checked first, then all is written or nothing."""
     st = state(ctx)
+    now = clock.now()
     try:
         declared = ladder_files.load(paths)
-        report = st.catalog.apply(declared, actor_of(ctx, actor), clock.now(), comment)
+        report = st.catalog.apply(declared, actor_of(ctx, actor), now, comment)
     except InvalidInput as exc:
         if as_json:
             print_json({"applied": False, "problems": [p.as_dict() for p in exc.problems]})
         raise
     if as_json:
-        print_json({"applied": True, "contacts": report.contacts, "ladders": report.ladders})
-        return
-    for item in report.contacts:
-        typer.echo(f"contact {item['id']}: {item['outcome']} (v{item['version']})")
-    for item in report.ladders:
-        typer.echo(f"ladder {item['name']}: {item['outcome']} (v{item['version']})")
+        print_json({"applied": True, "contacts": report.contacts, "schedules": report.schedules, "ladders": report.ladders})
+    else:
+        for item in report.contacts:
+            typer.echo(f"contact {item['id']}: {item['outcome']} (v{item['version']})")
+        for item in report.schedules:
+            typer.echo(f"schedule {item['name']}: {item['outcome']} (v{item['version']})")
+        for item in report.ladders:
+            typer.echo(f"ladder {item['name']}: {item['outcome']} (v{item['version']})")
+    schedules = [s for s, _ in declared.schedules]
+    if schedules:
+        warn_gaps(schedules, st.catalog.overrides([s.name for s in schedules], since=now), now)
 
 
 @app.command()
@@ -84,10 +91,13 @@ def validate(
     as_json: JsonOpt = False,
 ) -> None:
     """Check files as `apply` would, without writing anything."""
+    now = clock.now()
     try:
         declared = ladder_files.load(paths)
-        known = {} if offline else state(ctx).catalog.contact_map()
-        problems = ladder_files.check_references(declared, known)
+        catalog = None if offline else state(ctx).catalog
+        known = catalog.contact_map() if catalog else {}
+        known_schedules = {v.name: v.definition for v in catalog.schedules() if v.definition} if catalog else {}
+        problems = ladder_files.check_references(declared, known, known_schedules)
         if problems:
             raise InvalidInput(problems)
     except InvalidInput as exc:
@@ -97,12 +107,18 @@ def validate(
     summary = {
         "valid": True,
         "contacts": [c.id for c, _ in declared.contacts],
+        "schedules": [s.name for s, _ in declared.schedules],
         "ladders": [lad.name for lad, _ in declared.ladders],
     }
     if as_json:
         print_json(summary)
     else:
-        typer.echo(f"valid: {len(summary['contacts'])} contacts, {len(summary['ladders'])} ladders")
+        typer.echo(
+            f"valid: {len(summary['contacts'])} contacts, {len(summary['schedules'])} schedules, {len(summary['ladders'])} ladders"
+        )
+    schedules = [s for s, _ in declared.schedules]
+    if schedules:
+        warn_gaps(schedules, catalog.overrides([s.name for s in schedules], since=now) if catalog else [], now)
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -181,7 +197,9 @@ def show(
     )
     table = Table("#", "leg", "contacts", "channels", "window")
     for i, leg in enumerate(d.legs):
-        names = ", ".join(f"{people[c].name} ({c})" if c in people else c for c in leg.contacts)
+        names = ", ".join(
+            [f"on call: {s}" for s in leg.schedules] + [f"{people[c].name} ({c})" if c in people else c for c in leg.contacts]
+        )
         window = format_duration(d.window(i)) + ("" if leg.ack_timeout is not None else " (default)")
         table.add_row(str(i + 1), leg.name, names, ", ".join(leg.channels), window)
     out.print(table)
@@ -249,6 +267,9 @@ def _edit(
 
 
 ContactsOpt = Annotated[str | None, typer.Option("--contacts", help="Comma-separated contact ids, paged together.")]
+ScheduleOpt = Annotated[
+    str | None, typer.Option("--schedule", help="Comma-separated schedules whose on-call people the leg pages ('none': no schedule).")
+]
 ChannelsOpt = Annotated[str | None, typer.Option("--channels", help="Comma-separated: voice, sms, push.")]
 WindowOpt = Annotated[str | None, typer.Option("--ack-timeout", help="Window like 90s or 2m (5s..1h).")]
 PositionOpt = Annotated[int | None, typer.Option("--position", help="1-based position in the ladder.")]
@@ -263,6 +284,17 @@ def _contacts(raw: str | None) -> tuple[str, ...] | None:
     if not items:
         raise InvalidInput(Problem("name at least one contact", field="--contacts"))
     return validate_value(tuple[Identifier, ...], items, "--contacts")
+
+
+def _schedules(raw: str | None) -> tuple[str, ...] | None:
+    if raw is not None and raw.strip().lower() == "none":
+        return ()
+    items = split_list(raw)
+    if items is None:
+        return None
+    if not items:
+        raise InvalidInput(Problem("name at least one schedule, or 'none'", field="--schedule"))
+    return validate_value(tuple[Identifier, ...], items, "--schedule")
 
 
 def _channels(raw: str | None) -> tuple[str, ...] | None:
@@ -296,6 +328,7 @@ def add_leg(
     name: NameArg,
     leg: LegArg,
     contacts: ContactsOpt = None,
+    schedule: ScheduleOpt = None,
     channels: ChannelsOpt = None,
     ack_timeout: WindowOpt = None,
     position: PositionOpt = None,
@@ -307,10 +340,13 @@ def add_leg(
 ) -> None:
     """Add a leg (default: at the end)."""
     doc: dict[str, object] = {"name": validate_value(Identifier, leg, "leg")}
-    people = _contacts(contacts)
-    if people is None:
-        raise InvalidInput(Problem("a new leg needs --contacts", field="--contacts"))
-    doc["contacts"] = list(people)
+    people, schedules = _contacts(contacts), _schedules(schedule)
+    if people is None and not schedules:
+        raise InvalidInput(Problem("a new leg needs --contacts, --schedule or both", field="--contacts"))
+    if people:
+        doc["contacts"] = list(people)
+    if schedules:
+        doc["schedule"] = list(schedules)
     if (ch := _channels(channels)) is not None:
         doc["channels"] = list(ch)
     if ack_timeout is not None:
@@ -360,6 +396,7 @@ def set_leg(
     name: NameArg,
     leg: LegArg,
     contacts: ContactsOpt = None,
+    schedule: ScheduleOpt = None,
     channels: ChannelsOpt = None,
     ack_timeout: Annotated[
         str | None, typer.Option("--ack-timeout", help="Window like 90s or 2m, or 'default' for the ladder's.")
@@ -369,10 +406,12 @@ def set_leg(
     comment: CommentOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change a leg's contacts, channels, window or name."""
+    """Change a leg's contacts, schedules, channels, window or name."""
     changes: dict[str, object] = {}
     if (people := _contacts(contacts)) is not None:
         changes["contacts"] = people
+    if (schedules := _schedules(schedule)) is not None:
+        changes["schedule"] = schedules
     if (ch := _channels(channels)) is not None:
         changes["channels"] = ch
     if ack_timeout is not None:
@@ -380,7 +419,7 @@ def set_leg(
     if rename is not None:
         changes["name"] = validate_value(Identifier, rename, "--rename")
     if not changes:
-        raise InvalidInput(Problem("nothing to change: give --contacts, --channels, --ack-timeout or --rename"))
+        raise InvalidInput(Problem("nothing to change: give --contacts, --schedule, --channels, --ack-timeout or --rename"))
 
     def edit(ladder: Ladder) -> Ladder:
         if "name" in changes and changes["name"] != leg and any(x.name == changes["name"] for x in ladder.legs):

@@ -173,6 +173,8 @@ class IncidentStore:
         ).first()
         if inserted is None:
             return self._repeated(tx, new.id, self._status(tx, new.id), now)
+        if plan.schedules:  # and whoever is on call
+            contacts = self._contacts(tx, {c.contact for c in commands if isinstance(c, PageCmd)})
         self._record(tx, walk, commands, now)
         codes = self._codes(tx, new.id, commands, contacts, now, fresh=True)
         return StepResult("opened", walk, commands, new.summary, contacts, now, codes)
