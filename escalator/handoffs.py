@@ -5,6 +5,9 @@ Every replica scans; the database decides who sends (escalator.store.handoffs cl
 by its key), so one notice goes out per hand-over whatever the number of replicas. Each scan looks
 back LOOKBACK: a daemon that was down across a hand-over sends the notice late rather than never,
 as long as the person is still on call; a notice whose time on call is already over is not sent.
+A notice is sent at most once: claimed, then sent, then recorded (`sent`, `failed` when the provider
+did not take it, `skipped` when nothing reaches the person); a crash between claim and send loses
+that one notice rather than risk sending it twice.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 from escalator import clock, oncall
 from escalator.schedules import handoff_text
 from escalator.store.catalog import Catalog
-from escalator.store.handoffs import SENT, SKIPPED, Handoffs
+from escalator.store.handoffs import FAILED, SENT, SKIPPED, Handoffs
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +82,13 @@ class HandoffNotices:
             return 0
         text = handoff_text(schedule, instant, person.until, timezone)
         try:
-            await asyncio.wait_for(channel.notify(contact, f"handoff:{schedule}", text, title=TITLE), timeout=30)
+            taken = await asyncio.wait_for(channel.notify(contact, "", text, title=TITLE), timeout=30)
+            reason = None if taken else "the provider did not take it (breaker open, refused or failed)"
         except Exception as exc:  # best effort, as every notice: recorded, never retried into a second one
-            log.warning("hand-over notice to %s on %s failed: %s", contact.id, name, type(exc).__name__)
-            await asyncio.to_thread(self.store.finish, schedule, person.contact, instant, "failed", name, type(exc).__name__)
+            taken, reason = False, type(exc).__name__
+        if not taken:
+            log.warning("hand-over notice to %s on %s not sent: %s", contact.id, name, reason)
+            await asyncio.to_thread(self.store.finish, schedule, person.contact, instant, FAILED, name, reason)
             return 0
         log.info("hand-over notice to %s on %s for schedule %s", contact.id, name, schedule)
         await asyncio.to_thread(self.store.finish, schedule, person.contact, instant, SENT, name, None)

@@ -175,18 +175,26 @@ def window_around(rotation: Rotation, at: datetime, zone: ZoneInfo) -> tuple[dat
     return found
 
 
-def covered_until(rotation: Rotation, at: datetime, zone: ZoneInfo) -> datetime | None:
+def covered_until(rotation: Rotation, at: datetime, zone: ZoneInfo, limit: datetime | None = None) -> datetime | None:
     """When the rotation stops covering, from `at` on, following windows that touch or overlap (Friday
-    night into Saturday into Sunday); None if it does not cover `at`."""
+    night into Saturday into Sunday), looking no further than `limit` (default: 8 days on); None if
+    it does not cover `at`. One sweep over the windows' occurrences up to `limit`, in order."""
     found = window_around(rotation, at, zone)
     if found is None:
         return None
+    if not rotation.active:
+        return found[1]
+    limit = limit if limit is not None else at + timedelta(days=8)
     end = found[1]
-    for _ in range(8 * len(rotation.active)):  # at most every window of a week and a day, once each
-        following = window_around(rotation, end, zone)
-        if following is None or following[1] <= end:
+    day, last = local(at, zone).date(), local(limit, zone).date()
+    occurrences = []
+    while day <= last:
+        occurrences += [_occurrence(w, day, zone) for w in rotation.active if day.weekday() in w.days]
+        day += timedelta(days=1)
+    for begin, finish in sorted(occurrences):
+        if end >= limit or begin > end:
             break
-        end = following[1]
+        end = max(end, finish)
     return end
 
 
@@ -211,14 +219,17 @@ def on_call(schedule: Schedule, overrides: list[Override] | tuple[Override, ...]
     zone = ZoneInfo(schedule.timezone)
     people: list[OnCall] = []
     for rotation in schedule.rotations:
-        covered = covered_until(rotation, at, zone)
-        if covered is None or not rotation.contacts:
+        if not rotation.contacts:
             continue
         k = turn_at(rotation, at, zone)
+        turn_end = turn_start(rotation, k + 1, zone)
+        covered = covered_until(rotation, at, zone, turn_end)
+        if covered is None:
+            continue
         who = holder(rotation, k)
         if any(p.contact == who for p in people):
             continue
-        people.append(OnCall(who, rotation.name, None, min(turn_start(rotation, k + 1, zone), covered)))
+        people.append(OnCall(who, rotation.name, None, min(turn_end, covered)))
     for override in overrides:
         if not override.start <= at < override.until:
             continue

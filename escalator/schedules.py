@@ -31,6 +31,7 @@ _SHIFT_RE = re.compile(r"([1-9][0-9]{0,3})([hdw])")
 _SHIFT_MAX_HOURS = 4 * 7 * 24  # 4w
 _CLOCK_RE = re.compile(r"([01][0-9]|2[0-4]):([0-5][0-9])")
 _START_FORMAT = "%Y-%m-%d %H:%M"
+START_YEARS = (2000, 2100)
 
 
 def _shift(value: Any) -> Any:
@@ -56,13 +57,21 @@ def _clock(value: Any, *, end: bool) -> Any:
 
 
 def _start(value: Any) -> Any:
+    parsed: datetime | None = None
     if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(second=0, microsecond=0).strftime(_START_FORMAT)
-    if isinstance(value, str):
+        parsed = value.replace(second=0, microsecond=0)
+    elif isinstance(value, str):
         try:
-            return datetime.strptime(value.strip(), _START_FORMAT).strftime(_START_FORMAT)
+            parsed = datetime.strptime(value.strip(), _START_FORMAT)
         except ValueError:
             pass
+    if parsed is not None:
+        if not START_YEARS[0] <= parsed.year <= START_YEARS[1]:  # far years overflow the time arithmetic
+            raise PydanticCustomError(
+                "start_range", "{value} is out of range: a start is between the years {low} and {high}",
+                {"value": repr(value), "low": START_YEARS[0], "high": START_YEARS[1]},
+            )
+        return parsed.strftime(_START_FORMAT)
     raise PydanticCustomError(
         "start", '{value} is not a start: write the wall-clock time in the schedule\'s zone, like "2026-11-30 08:00"',
         {"value": repr(value)},
@@ -201,6 +210,7 @@ def describe_schedule_change(old: ScheduleDoc | None, new: ScheduleDoc | None) -
 _SPAN_RE = re.compile(r"(?:(\d{1,4})w)?(?:(\d{1,4})d)?(?:(\d{1,5})h)?(?:(\d{1,6})m)?")
 _HHMM_RE = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
 MAX_SPAN = timedelta(days=366)
+MAX_REACH = timedelta(days=3653)  # how far from now a WHEN may be
 
 
 def parse_when(text: str, timezone: str, now: datetime, field: str = "--at") -> datetime:
@@ -222,6 +232,8 @@ def parse_when(text: str, timezone: str, now: datetime, field: str = "--at") -> 
         raise InvalidInput(
             Problem(f"{text!r} is not a time: write now, HH:MM, or a date-time like 2026-12-05T03:00", field=field)
         ) from None
+    if abs(parsed.replace(tzinfo=None) - oncall.local(now, zone)) > MAX_REACH:  # far years overflow the arithmetic
+        raise InvalidInput(Problem(f"{text!r} is more than 10 years away", field=field))
     if parsed.tzinfo is None:
         return oncall.resolve(parsed, zone)
     return parsed.astimezone(UTC)
@@ -253,6 +265,8 @@ def describe_span(start: datetime, end: datetime, timezone: str) -> str:
         end_text = "24:00"
     else:
         end_text = _stamp(end, zone)
+    if first.tzname() != last.tzname():  # across a DST change: each end in its own offset
+        return f"{_stamp(start, zone)} {first.tzname()} – {end_text} {last.tzname()}"
     return f"{_stamp(start, zone)} – {end_text} {last.tzname()}"
 
 

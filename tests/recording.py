@@ -42,9 +42,10 @@ class RecordingChannel:
             return Outcome(False, reason=self.fail[page.contact.id])
         return Outcome(True, ref=f"{self.name}-{next(self._ids)}")
 
-    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> None:
+    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> bool:
         self.notices.append((contact.id, incident_id, text))
         self._wake()
+        return True
 
     async def delivery_status(self, ref: str) -> Delivery:
         return Delivery("delivered", final=True, ok=True)

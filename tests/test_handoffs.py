@@ -62,7 +62,7 @@ def test_hand_over_notices_go_once_across_two_replicas_and_not_again_after_a_res
     notices = [n for r in recorders for n in r.notices]
     assert len(notices) == 1, notices
     contact, about, text = notices[0]
-    assert contact == "alice" and about == "handoff:techs"
+    assert contact == "alice" and about == ""  # about no incident
     assert text.startswith("You are on call for techs from ") and text.endswith(("CST.", "CDT."))
     with db.connect() as c:
         rows = c.execute(sa.text("SELECT contact, status, channel, claimed_by FROM handoff_notices")).all()

@@ -302,3 +302,10 @@ def test_arrivals_are_who_came_on_call_and_when_for_hand_over_notices() -> None:
     found = arrivals(s, [tonight], at("2026-12-08 19:00-06:00"), at("2026-12-08 23:00-06:00"))
     assert [(t, p.contact, p.override) for t, p in found] == [
         (at("2026-12-08 20:00-06:00"), "carol", "o1"), (at("2026-12-08 22:00-06:00"), "bob", None)]
+
+
+def test_until_of_a_long_turn_under_a_window_covering_every_day_is_the_hand_over() -> None:
+    every_day = (Window(frozenset(range(7)), 8 * 60, 8 * 60),)  # 08:00 → 08:00 the next day, each day
+    s = one(weekly("2026-11-30 08:00", shift=2, active=every_day))
+    [alice] = on_call(s, [], at("2026-12-01 03:00-06:00"))
+    assert alice.contact == "alice" and alice.until == at("2026-12-14 08:00-06:00")  # not cut at 8 or 9 days

@@ -90,6 +90,8 @@ def test_who_is_on_call_next_saturday_at_3_am_and_across_dst(rota: Cli) -> None:
     assert offset["on_call"] == found["on_call"]
     bad = rota("schedule", "who", "techs", "--at", "next tuesday")
     assert bad.exit_code == 2 and "--at" in bad.output and "not a time" in bad.output
+    far = rota("oncall", "--at", "0001-01-01T00:00")
+    assert far.exit_code == 2 and "more than 10 years away" in far.output
 
 
 def test_oncall_lists_who_each_leg_would_page_in_the_spec_shape(rota: Cli) -> None:
@@ -139,6 +141,9 @@ def test_cover_replaces_then_an_override_of_the_override_and_removal_is_recorded
     (("cover", "techs", "--by", "bob"), "give --until or --for"),
     (("cover", "techs", "--by", "bob", "--for", "soon"), "is not a length of time"),
     (("cover", "techs", "--by", "bob", "--for", "1h", "--add", "--instead-of", "alice"), "not both"),
+    (("cover", "techs", "--by", "bob", "--for", "1h", "-m", "x" * 501), "--comment: must be at most 500 characters"),
+    (("cover", "techs", "--by", "bob", "--from", "2020-01-01T00:00", "--for", "1h"), "--until is in the past"),
+    (("cover", "techs", "--by", "bob", "--from", "9999-12-31T23:00", "--for", "1h"), "--from: '9999-12-31T23:00' is more than 10 years away"),
     # dave has no phone and the rota's primary leg calls and texts (every channel by default)
     (("cover", "techs", "--by", "dave", "--for", "1h"), "contact 'dave' has no phone, which leg 'primary' needs for sms, voice"),
 ])
@@ -179,11 +184,28 @@ def test_export_apply_round_trip_history_rollback_and_delete(rota: Cli, tmp_path
     assert as_json(rota("schedule", "list", "--json"))[0]["version"] == 5
 
 
-def test_removing_a_contact_a_schedule_names_is_refused(rota: Cli) -> None:
+def test_removing_a_contact_a_schedule_names_or_who_covers_it_is_refused(rota: Cli, tmp_path: Path) -> None:
     result = rota("contact", "remove", "carol")
     assert result.exit_code == 2 and "on schedule techs" in result.output
     edit = rota("contact", "edit", "alice", "--no-phone")
     assert edit.exit_code == 2 and "alice" in edit.output
+    # erin is on no rotation, but covers techs tonight: she stays reachable until the cover is removed
+    erin = rota("contact", "add", "erin", "--name", "Erin", "--phone", "+14155550105")
+    assert erin.exit_code == 0, erin.output
+    made = rota("cover", "techs", "--by", "erin", "--instead-of", "zoe", "--for", "12h")
+    assert made.exit_code == 2 and "no contact named 'zoe'" in made.output
+    made = rota("cover", "techs", "--by", "erin", "--instead-of", "bob", "--for", "12h")
+    assert made.exit_code == 0
+    cover_id = made.stdout.strip()
+    assert "warning" not in made.stderr  # bob is on a rotation of techs
+    refused = rota("contact", "remove", "erin")
+    assert refused.exit_code == 2 and f"erin' covers schedule techs (override {cover_id})" in refused.output
+    unreachable = rota("contact", "edit", "erin", "--no-phone", "--push-token", "tok-erin")
+    assert unreachable.exit_code == 2 and "contact 'erin' has no phone" in unreachable.output
+    assert rota("cover", "remove", cover_id).exit_code == 0
+    assert rota("contact", "remove", "erin").exit_code == 0
+    odd = rota("cover", "techs", "--by", "bob", "--instead-of", "dave", "--for", "1h")
+    assert odd.exit_code == 0 and "warning: dave is on no rotation of techs" in odd.stderr
 
 
 # -- file refusals: file, line and field -----------------------------------------------------------------------
@@ -262,5 +284,9 @@ def test_legs_can_be_put_on_and_off_a_schedule_with_the_cli(rota: Cli) -> None:
     assert unknown.exit_code == 2 and "unknown schedule 'backup'" in unknown.output
     nobody = rota("ladder", "set-leg", "rota", "nights", "--schedule", "none")
     assert nobody.exit_code == 2 and "a leg needs contacts:, schedule:, or both" in nobody.output
-    assert rota("ladder", "set-leg", "rota", "fallback", "--schedule", "none").exit_code == 0
+    only = rota("ladder", "set-leg", "rota", "fallback", "--contacts", "none")
+    assert only.exit_code == 0 and as_json(rota("ladder", "show", "rota", "--json"))["definition"]["legs"][1] == {
+        "name": "fallback", "schedule": "techs", "channels": ["sms"]}
+    back = rota("ladder", "set-leg", "rota", "fallback", "--contacts", "bob", "--schedule", "none")
+    assert back.exit_code == 0, back.output
     assert "schedule" not in as_json(rota("ladder", "show", "rota", "--json"))["definition"]["legs"][1]

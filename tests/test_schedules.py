@@ -128,3 +128,12 @@ def test_gap_and_hand_over_words() -> None:
     week = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
     assert handoff_text("techs", week, week + timedelta(weeks=1), chi) == (
         "You are on call for techs from Mon Dec 07 08:00 until Mon Dec 14 08:00 CST.")
+
+
+def test_far_starts_are_refused_and_a_gap_across_a_dst_change_names_both_offsets() -> None:
+    for start in ("0001-01-01 00:00", "9999-12-31 23:00"):
+        found = refusals(with_rotation(start=start))
+        assert any(loc == "rotations.0.start" and "between the years 2000 and 2100" in msg for loc, msg in found), found
+    night = datetime(2026, 3, 8, 6, 0, tzinfo=UTC)  # Sun 00:00 CST; 08:00 is CDT
+    assert describe_span(night, datetime(2026, 3, 8, 13, 0, tzinfo=UTC), "America/Chicago") == (
+        "Sun 2026-03-08 00:00 CST – 08:00 CDT")

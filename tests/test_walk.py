@@ -530,3 +530,53 @@ def test_a_pass_from_the_person_on_call_counts_and_exhaustion_pages_who_was_and_
     # the resolved targets survive a round trip through the stored state
     again = w.Walk.from_dict("inc-1", Plan.from_dict(p.to_dict()), walk.to_dict())
     assert again == walk
+
+
+ROSTERS = st.fixed_dictionaries({
+    "techs": st.lists(st.sampled_from([R("alice", True, True), R("pat", False, True), R("sam", True, False)]), max_size=3, unique=True).map(tuple),
+    "backup": st.lists(st.sampled_from([R("bob", True, False), R("carol", True, True)]), max_size=2, unique=True).map(tuple),
+})
+
+
+@settings(max_examples=200, deadline=None)
+@given(cycles=st.integers(0, 2), script=st.lists(st.tuples(EVENTS, ROSTERS), max_size=30), first=ROSTERS)
+def test_properties_of_any_scheduled_walk(cycles: int, script: list, first: dict) -> None:
+    """Whoever is on call at each step: a leg pages exactly what it announced, only people it may
+    page, and a leg with nobody to page passes at once."""
+    walk, cmds = decide(w.new("inc-1", scheduled_plan(cycles)), Open(), T0, first)
+    t = T0
+    steps = [(cmds, first)]
+    for step, roster in script:
+        t += timedelta(seconds=7)
+        if step == "expire":
+            walk, cmds = decide(walk, WindowExpired(walk.cycle, walk.leg_index), t, roster)
+        elif step in ("pass", "late-pass"):
+            walk, cmds = decide(walk, Pass("ops"), t, roster)
+        elif step == "ack":
+            walk, cmds = decide(walk, Acknowledge("ops"), t, roster)
+        elif step == "resolve":
+            walk, cmds = decide(walk, Resolve("ops"), t, roster)
+        elif walk.live:
+            key = sorted(walk.live)[0]
+            contact, channel = key.split(".")[2:]
+            page = PageCmd(key, contact, channel, walk.cycle, walk.leg_index, walk.leg.name, walk.leg.window_s)
+            walk, cmds = decide(walk, PageFailed(page, "x") if step == "fail" else PageSent(page), t, roster)
+        else:
+            continue
+        steps.append((cmds, roster))
+        assert all(k.startswith(f"c{walk.cycle}.l{walk.leg_index}.") for k in walk.live)
+        assert (walk.deadline is not None) == (walk.status == "open")
+        again = w.Walk.from_dict("inc-1", walk.plan, walk.to_dict())
+        assert again == walk
+    for cmds, roster in steps:
+        emitted = [c for c in cmds if isinstance(c, Emit)]
+        for i, e in enumerate(emitted):
+            if e.event != "leg_started":
+                continue
+            leg = scheduled_plan().legs[e.fields["leg_index"]]
+            paged = [c for c in cmds if isinstance(c, PageCmd) and c.leg_index == e.fields["leg_index"] and c.key.startswith("c")]
+            assert list(dict.fromkeys(p.contact for p in paged)) == e.fields["contacts"]
+            allowed = {c for c, _ in leg.targets} | {r.contact for s in leg.schedules for r in roster.get(s, ())}
+            assert set(e.fields["contacts"]) <= allowed
+            if not e.fields["contacts"]:  # nobody: passes at once
+                assert emitted[i + 1].event == "passed" and emitted[i + 1].fields["reason"] in (w.NOBODY_ON_CALL, w.UNREACHABLE)

@@ -64,7 +64,10 @@ class Channel(Protocol):
 
     async def cancel(self, ref: str) -> None: ...  # stop a page still on its way (a queued or ringing call)
 
-    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> None: ...
+    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> bool:
+        """A short text, best effort; True when the provider took it. `incident_id` "" for notices
+        about no incident (hand-overs)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -86,8 +89,9 @@ class DryRunChannel:
         log.info("DRY-RUN page %s: %s", describe(page), page.summary)
         return Outcome(True, ref=f"dry-run-{next(self._ids)}")
 
-    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> None:
-        log.info("DRY-RUN %s notice to %s for incident %s: %s", self.name, contact.id, incident_id, text)
+    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> bool:
+        log.info("DRY-RUN %s notice to %s (%s): %s", self.name, contact.id, incident_id or "on call", text)
+        return True
 
     async def delivery_status(self, ref: str) -> Delivery:
         return Delivery("dry-run", final=True, ok=True)
@@ -114,8 +118,8 @@ class NotConfiguredChannel:
     async def cancel(self, ref: str) -> None:
         return None
 
-    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> None:
-        return None
+    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> bool:
+        return False
 
     async def close(self) -> None:
         return None

@@ -194,22 +194,24 @@ class FcmChannel:
     async def cancel(self, ref: str) -> None:
         return None  # a push message cannot be taken back
 
-    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> None:
+    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> bool:
         if not contact.push_tokens or self.breaker.state == resilience.OPEN:
-            return
+            return False
         try:
             await self._fresh_credential()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 notices = [
-                    messaging.Message(token=t, data={"incident_id": incident_id, "notice": text},
+                    messaging.Message(token=t, data={"notice": text, **({"incident_id": incident_id} if incident_id else {})},
                                       notification=messaging.Notification(title=title, body=text))
                     for t in contact.push_tokens
                 ]
             async with self.queue.slot(NOTICE, self.clock() + NOTICE_WITHIN_S):
-                await asyncio.gather(*(self._post(n) for n in notices))
+                answers = await asyncio.gather(*(self._post(n) for n in notices))
         except Exception as exc:  # best effort
             log.warning("push notice to %s failed: %s", contact.id, type(exc).__name__)
+            return False
+        return any(isinstance(a, str) for a in answers)  # some device has it
 
     async def close(self) -> None:
         if self._session is not None:

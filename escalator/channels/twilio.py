@@ -174,15 +174,17 @@ class TwilioChannel:
         except Exception as exc:
             log.info("cancelling call %s: %s", ref, getattr(exc, "reason", None) or type(exc).__name__)
 
-    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> None:
+    async def notify(self, contact: Contact, incident_id: str, text: str, title: str = "Incident taken") -> bool:
         # Notices only read the breaker: they neither take its half-open probe nor count against it.
         if self.name != "sms" or not contact.phone or self.breaker.state == resilience.OPEN:
-            return
+            return False
         try:
             async with self.queue.slot(NOTICE, self.clock() + NOTICE_WITHIN_S):
                 await self.client.messages.create_async(to=contact.phone, from_=self.from_number, body=text)
         except Exception as exc:  # a notice is best effort; it never blocks anything
             log.warning("notice to %s failed: %s", contact.id, type(exc).__name__)
+            return False
+        return True
 
     async def delivery_status(self, ref: str) -> Delivery:
         """Twilio's current status of a message or call (for `escalator contact test`)."""

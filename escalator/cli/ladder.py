@@ -266,7 +266,9 @@ def _edit(
     _report(version, name, as_json)
 
 
-ContactsOpt = Annotated[str | None, typer.Option("--contacts", help="Comma-separated contact ids, paged together.")]
+ContactsOpt = Annotated[
+    str | None, typer.Option("--contacts", help="Comma-separated contact ids, paged together ('none': only the schedule's).")
+]
 ScheduleOpt = Annotated[
     str | None, typer.Option("--schedule", help="Comma-separated schedules whose on-call people the leg pages ('none': no schedule).")
 ]
@@ -278,6 +280,8 @@ AfterOpt = Annotated[str | None, typer.Option("--after", help="Put it just after
 
 
 def _contacts(raw: str | None) -> tuple[str, ...] | None:
+    if raw is not None and raw.strip().lower() == "none":
+        return ()  # a leg on a schedule may have no fixed contacts (the model refuses a leg with neither)
     items = split_list(raw)
     if items is None:
         return None

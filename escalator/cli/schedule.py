@@ -304,6 +304,10 @@ def make(
     begin = parse_when(start, zone, now, "--from")
     end = parse_when(until, zone, begin, "--until") if until is not None else begin + parse_span(span or "")
     made = catalog.add_override(schedule, by, begin, end, actor_of(ctx, actor), now, instead_of, add, comment)
+    rotas = catalog.schedule(schedule).definition
+    if instead_of is not None and rotas is not None and instead_of not in rotas.contact_ids():
+        typer.echo(f"warning: {instead_of} is on no rotation of {schedule}: this override applies only while "
+                   "another override puts them on call", err=True)
     if as_json:
         print_json(_override_json(made))
     else:

@@ -44,6 +44,7 @@ from escalator.store.tables import (
 )
 
 D = TypeVar("D", Ladder, ScheduleDoc)
+MAX_COMMENT = 500  # an override's comment (its column's length)
 
 
 @dataclass(frozen=True)
@@ -226,9 +227,16 @@ class Catalog:
             contacts = self._active_contacts(session)
             schedules = self._current_docs(session, SCHEDULES)
             problems = check_references(declared, contacts, schedules)
+            covers = self._covers(session, now)
+            problems += [  # people covering by override must suit the declared ladders too
+                origin.problem(loc, msg)
+                for ladder, origin in declared.ladders
+                for loc, msg in reference_problems(ladder, {**contacts, **declared.contact_map()}, covers)
+                if loc[2] == "schedule" and "unknown schedule" not in msg
+            ]
             # Contacts and schedules changed by these files must still suit the stored ladders that use them.
             merged = {**contacts, **declared.contact_map()}
-            people = _people({**schedules, **declared.schedule_map()})
+            people = _people({**schedules, **declared.schedule_map()}, covers)
             declared_ladders = {lad.name for lad, _ in declared.ladders}
             origins = {c.id: o for c, o in declared.contacts} | {sch.name: o for sch, o in declared.schedules}
             for name, ladder in self._current_docs(session, LADDERS).items():
@@ -270,7 +278,7 @@ class Catalog:
         with write_session(self.engine, catalog=True) as session:
             current = self._current(session, LADDERS, name)
             updated = edit(current)
-            self._check_refs(session, updated)
+            self._check_refs(session, updated, now)
             outcome, version = self._write(session, LADDERS, name, updated, actor, now, None, comment)
             if outcome == "unchanged":
                 return None
@@ -302,9 +310,9 @@ class Catalog:
                 raise InvalidInput(Problem(f"version {target_version} of {name!r} is a deletion; pick another", field="--to"))
             definition = kind.parse(target.snapshot)
             if isinstance(definition, Ladder):
-                self._check_refs(session, definition)
+                self._check_refs(session, definition, now)
             else:
-                self._check_schedule(session, definition)
+                self._check_schedule(session, definition, now)
             outcome, version = self._write(
                 session, kind, name, definition, actor, now, None, comment, prefix=f"rollback to v{target_version}: "
             )
@@ -358,8 +366,12 @@ class Catalog:
         `by` cannot be reached on a channel a leg paging the schedule needs."""
         if until <= start:
             raise InvalidInput(Problem("--until must be after --from", field="--until"))
+        if until <= now:
+            raise InvalidInput(Problem("--until is in the past: the override would never apply", field="--until"))
         if instead_of is not None and add:
             raise InvalidInput(Problem("give --instead-of or --add, not both", field="--add"))
+        if comment is not None and len(comment) > MAX_COMMENT:
+            raise InvalidInput(Problem(f"must be at most {MAX_COMMENT} characters", field="--comment"))
         with write_session(self.engine, catalog=True) as session:
             self._current(session, SCHEDULES, schedule)
             contacts = self._active_contacts(session)
@@ -429,7 +441,7 @@ class Catalog:
             if updated == contacts[contact_id]:
                 return updated, None
             contacts[contact_id] = updated
-            people = _people(self._current_docs(session, SCHEDULES))
+            people = _people(self._current_docs(session, SCHEDULES), self._covers(session, now))
             problems = [
                 Problem(f"{msg}, in ladder {name!r}", field=format_loc(loc))
                 for name, ladder in self._current_docs(session, LADDERS).items()
@@ -454,6 +466,16 @@ class Catalog:
                     )
                 )
             rotas = sorted(name for name, sch in self._current_docs(session, SCHEDULES).items() if contact_id in sch.contact_ids())
+            covering = [o for o in self._overrides(session, None, now) if o.by == contact_id]
+            if covering:
+                o = covering[0]
+                raise InvalidInput(
+                    Problem(
+                        f"contact {contact_id!r} covers schedule {o.schedule} (override {o.id}): "
+                        f"`escalator cover remove {o.id}` first",
+                        field="contact",
+                    )
+                )
             if rotas:
                 raise InvalidInput(
                     Problem(
@@ -484,6 +506,14 @@ class Catalog:
         return {getattr(r, kind.key): kind.parse(r.snapshot) for r in session.scalars(Catalog._current_rows(kind))}
 
     @staticmethod
+    def _covers(session: Session, now: datetime) -> dict[str, set[str]]:
+        """schedule → who covers it by an override that is not over."""
+        out: dict[str, set[str]] = {}
+        for o in Catalog._overrides(session, None, now):
+            out.setdefault(o.schedule, set()).add(o.by)
+        return out
+
+    @staticmethod
     def _head(session: Session, kind: _Kind[D], name: str) -> Any:
         head = session.get(kind.head, name)
         if head is None:
@@ -498,15 +528,15 @@ class Catalog:
             )
         return kind.parse(session.get(kind.rows, (name, head.version)).snapshot)
 
-    def _check_refs(self, session: Session, ladder: Ladder) -> None:
-        people = _people(self._current_docs(session, SCHEDULES))
+    def _check_refs(self, session: Session, ladder: Ladder, now: datetime) -> None:
+        people = _people(self._current_docs(session, SCHEDULES), self._covers(session, now))
         problems = [
             Problem(msg, field=format_loc(loc)) for loc, msg in reference_problems(ladder, self._active_contacts(session), people)
         ]
         if problems:
             raise InvalidInput(problems)
 
-    def _check_schedule(self, session: Session, schedule: ScheduleDoc) -> None:
+    def _check_schedule(self, session: Session, schedule: ScheduleDoc, now: datetime) -> None:
         """A schedule about to become current: its contacts exist and suit the ladders paging it."""
         contacts = self._active_contacts(session)
         problems = [
@@ -515,7 +545,7 @@ class Catalog:
             for j, c in enumerate(r.contacts)
             if c not in contacts
         ]
-        people = _people(self._current_docs(session, SCHEDULES)) | {schedule.name: schedule.contact_ids()}
+        people = _people(self._current_docs(session, SCHEDULES) | {schedule.name: schedule}, self._covers(session, now))
         problems += [
             Problem(f"{msg}, in ladder {name!r}", field=format_loc(loc))
             for name, ladder in self._current_docs(session, LADDERS).items()
@@ -602,9 +632,11 @@ class Catalog:
         return outcome, row.version
 
 
-def _people(schedules: Mapping[str, ScheduleDoc]) -> dict[str, set[str]]:
-    """schedule id → the contacts its rotations name (what a ladder's references are checked against)."""
-    return {name: schedule.contact_ids() for name, schedule in schedules.items()}
+def _people(schedules: Mapping[str, ScheduleDoc], covers: Mapping[str, set[str]] | None = None) -> dict[str, set[str]]:
+    """schedule id → the contacts its rotations name, and those covering it by an override now or
+    later (what a ladder's references are checked against: each of them may be paged on its legs)."""
+    covers = covers or {}
+    return {name: schedule.contact_ids() | covers.get(name, set()) for name, schedule in schedules.items()}
 
 
 def _contact_changes(old: Contact, new: Contact) -> list[str]:

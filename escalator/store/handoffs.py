@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from escalator.store.db import read_session, write_session
 from escalator.store.tables import HandoffNoticeRow
 
-CLAIMED, SENT, SKIPPED = "claimed", "sent", "skipped"
+CLAIMED, SENT, FAILED, SKIPPED = "claimed", "sent", "failed", "skipped"
 _T = HandoffNoticeRow.__table__
 
 

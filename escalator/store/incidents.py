@@ -8,6 +8,7 @@ or none of it, and recovery can tell exactly what was decided and what was sent.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from escalator.store.tables import (
 from escalator.walk import Emit, Event, Ignored, PageCmd, PageFailed, PageSent, Plan, Recorded, Walk
 
 EVENT_PREFIX = "escalations"
+log = logging.getLogger(__name__)
 
 # The step path's statements, built once: building and keying a statement anew cost more than
 # running it (cProfile), and a group commit runs thousands a second.
@@ -448,10 +450,12 @@ class IncidentStore:
         who; the contacts say how they can be reached): a few reads per transaction, none per person."""
         if not schedules:
             return None
-        people = {
-            name: [p.contact for p in oncall.on_call(schedule, overrides, now)]
-            for name, (schedule, overrides) in self.rosters.read(tx, schedules, now).items()
-        }
+        people: dict[str, list[str]] = {}
+        for name, (schedule, overrides) in self.rosters.read(tx, schedules, now).items():
+            try:
+                people[name] = [p.contact for p in oncall.on_call(schedule, overrides, now)]
+            except (ArithmeticError, ValueError):  # never stop a walk: that leg finds nobody on call and passes
+                log.exception("who is on call on schedule %s could not be computed; nobody is on call there", name)
         contacts = self._contacts(tx, {c for ids in people.values() for c in ids})
         return {
             name: tuple(walk_.Reach(c, bool(contacts[c].phone), bool(contacts[c].push_tokens)) for c in ids if c in contacts)
