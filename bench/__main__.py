@@ -146,6 +146,18 @@ class Database:
                 out[(incident_id, data["cycle"], data["leg_index"])] = (at.timestamp(), float(data["window_s"]))
             return out
 
+    def failure_reasons(self, prefix: str) -> dict[str, int]:
+        """Why pages of these incidents failed: reason (up to its first colon) → count."""
+        with self.reader.connect() as connection:
+            rows = connection.execute(sa.select(IncidentEventRow.data).where(
+                IncidentEventRow.event == "page_failed", IncidentEventRow.incident_id.startswith(prefix)))
+            out: dict[str, int] = {}
+            for (data,) in rows:
+                data = json.loads(data) if isinstance(data, str) else data
+                reason = str(data.get("reason", "?")).split(":")[0]
+                out[reason] = out.get(reason, 0) + 1
+            return out
+
     def events(self, name: str) -> int:
         with self.reader.connect() as connection:
             return connection.scalar(
@@ -508,7 +520,8 @@ async def burst(rig: Rig, count: int) -> dict[str, Any]:
     _, floor = await raw_jetstream(rig.nats.url, count, None)
     return {
         "count": count, "last_first_page_s": paged_by, "all_channels": len(whole), "no_channel": count - len(seen),
-        "pages_failed": failed, "breakers_opened": rig.breaker_openings(), "floor_per_s": floor,
+        "pages_failed": failed, "failure_reasons": await asyncio.to_thread(rig.db.failure_reasons, "burst-"),
+        "breakers_opened": rig.breaker_openings(), "floor_per_s": floor,
         "ingest_per_s": count / recorded_by, "recorded_s": recorded_by,
     }
 
@@ -656,7 +669,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
              verdict(win["figure"]["p99_ms"], "window_expiry_to_next_page_p99_ms") + missing(win)),
             (kind, f"burst: {b['count']:,} incidents published at once",
              f"last first page {b['last_first_page_s']:.1f} s; {b['all_channels']:,} on all 3 channels, {b['no_channel']} on none; "
-             f"{b['pages_failed']} pages failed, {b['breakers_opened']} breakers opened",
+             f"{b['pages_failed']} pages failed"
+             + (" (" + ", ".join(f"{n} {why}" for why, n in sorted(b.get("failure_reasons", {}).items())) + ")" if b["pages_failed"] else "")
+             + f", {b['breakers_opened']} breakers opened",
              f"raw JetStream {b['floor_per_s']:.0f} msgs/s; {doubles_floor}", "all paged, 0 failed, 0 opened, ≤ 20 s",
              "met" if b["all_channels"] == b["count"] and not b["pages_failed"] and not b["breakers_opened"]
              and b["last_first_page_s"] <= TARGETS["burst_last_first_page_s"][1] else "MISSED"),

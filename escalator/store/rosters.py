@@ -1,6 +1,6 @@
 """Who is on call, as the step path reads it: the schedules and overrides a plan names, read once
-per transaction (a group commit starts many legs on the same schedules) with two queries whatever
-the number of people, and each schedule version parsed once per process (versions never change)."""
+per transaction (a group commit starts many legs on the same schedules) in one query whatever the
+number of people, and each schedule version parsed once per process (versions never change)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,18 @@ from escalator.store.tx import Tx
 Roster = tuple[oncall.Schedule, tuple[oncall.Override, ...]]
 
 _HEADS, _VERSIONS, _OVERRIDES_T = ScheduleRow.__table__, ScheduleVersionRow.__table__, OverrideRow.__table__
-_CURRENT = (
-    sa.select(_HEADS.c.name, _HEADS.c.version, _HEADS.c.deleted_at)
+# One round trip: each schedule's current version with its overrides not yet over (NULLs: none).
+_READ = (
+    sa.select(_HEADS.c.name, _HEADS.c.version, _HEADS.c.deleted_at, _OVERRIDES_T.c.id, _OVERRIDES_T.c.by,
+              _OVERRIDES_T.c.instead_of, _OVERRIDES_T.c.add, _OVERRIDES_T.c.start, _OVERRIDES_T.c.until)
+    .select_from(_HEADS.outerjoin(_OVERRIDES_T, sa.and_(
+        _OVERRIDES_T.c.schedule == _HEADS.c.name, _OVERRIDES_T.c.removed_at.is_(None), _OVERRIDES_T.c.until > sa.bindparam("now"),
+    )))
     .where(_HEADS.c.name.in_(sa.bindparam("names", expanding=True)))
+    .order_by(_HEADS.c.name, _OVERRIDES_T.c.id)
 )
 _SNAPSHOT = sa.select(_VERSIONS.c.snapshot).where(
     _VERSIONS.c.schedule == sa.bindparam("name"), _VERSIONS.c.version == sa.bindparam("version")
-)
-_ACTIVE_OVERRIDES = (
-    sa.select(_OVERRIDES_T.c.id, _OVERRIDES_T.c.schedule, _OVERRIDES_T.c.by, _OVERRIDES_T.c.instead_of,
-              _OVERRIDES_T.c.add, _OVERRIDES_T.c.start, _OVERRIDES_T.c.until)
-    .where(_OVERRIDES_T.c.schedule.in_(sa.bindparam("names", expanding=True)), _OVERRIDES_T.c.removed_at.is_(None),
-           _OVERRIDES_T.c.until > sa.bindparam("now"))
-    .order_by(_OVERRIDES_T.c.id)
 )
 
 
@@ -43,12 +42,15 @@ class Rosters:
         wanted = sorted(set(names) - tx.rosters.keys())
         if wanted:
             found: dict[str, Roster | None] = dict.fromkeys(wanted)
+            heads: dict[str, int] = {}
             overrides: dict[str, list[oncall.Override]] = {name: [] for name in wanted}
-            for r in tx.read(_ACTIVE_OVERRIDES, {"names": wanted, "now": now}):
-                overrides[r.schedule].append(oncall.Override(str(r.id), r.by, r.start, r.until, r.instead_of, bool(r.add)))
-            for name, version, deleted_at in tx.read(_CURRENT, {"names": wanted}).all():
-                if deleted_at is None:
-                    found[name] = (self._plan(tx, name, version), tuple(overrides[name]))
+            for r in tx.read(_READ, {"names": wanted, "now": now}):
+                if r.deleted_at is None:
+                    heads[r.name] = r.version
+                if r.id is not None:
+                    overrides[r.name].append(oncall.Override(str(r.id), r.by, r.start, r.until, r.instead_of, bool(r.add)))
+            for name, version in heads.items():
+                found[name] = (self._plan(tx, name, version), tuple(overrides[name]))
             tx.rosters.update(found)
         return {name: roster for name in names if (roster := tx.rosters.get(name)) is not None}
 
