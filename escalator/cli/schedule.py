@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import click
 import typer
@@ -42,9 +43,8 @@ def warn_gaps(schedules: Iterable[ScheduleDoc], overrides: Iterable[Override], n
 
 
 def _stamp(moment: datetime, timezone: str) -> str:
-    return oncall.local(moment, oncall.ZoneInfo(timezone)).strftime("%a %Y-%m-%d %H:%M ") + (
-        moment.astimezone(oncall.ZoneInfo(timezone)).tzname() or timezone
-    )
+    local = moment.astimezone(ZoneInfo(timezone))
+    return local.strftime("%a %Y-%m-%d %H:%M ") + (local.tzname() or timezone)
 
 
 def _who(people: list[oncall.OnCall]) -> str:
@@ -361,7 +361,8 @@ def oncall_command(
     versions = [catalog.ladder(ladder)] if ladder else catalog.ladders()
     ladders = [(v.version, v.definition) for v in versions if v.definition is not None]
     zones = {d.timezone for _, d in ladders}
-    moment = parse_when(at, zones.pop() if len(zones) == 1 else "UTC", clock.now())
+    zone = zones.pop() if len(zones) == 1 else "UTC"
+    moment = parse_when(at, zone, clock.now())
     contacts = catalog.contact_map()
     schedules = {v.name: v.definition for v in catalog.schedules() if v.definition is not None}
     overrides = catalog.overrides(since=moment)
@@ -380,7 +381,7 @@ def oncall_command(
     if as_json:
         print_json({"at": moment, "ladders": [{"ladder": r["ladder"], "legs": r["legs"]} for r in result]})
         return
-    table = Table("ladder", "leg", "schedule", "would page", title=f"on call at {_stamp(moment, d.timezone if ladders else 'UTC')}")
+    table = Table("ladder", "leg", "schedule", "would page", title=f"on call at {_stamp(moment, zone)}")
     for r in result:
         for leg, names in zip(r["legs"], r["schedules"]):
             who_ = ", ".join(f"{contacts[c].name} ({c})" if c in contacts else c for c in leg["contacts"]) or "nobody: the leg passes at once"
