@@ -47,11 +47,11 @@ def test_reference_ladder_applies_and_shows(cli: Cli) -> None:
     assert "ladder after-hours: created (v1)" in result.stdout
     shown = cli("ladder", "show", "after-hours")
     assert shown.exit_code == 0
-    assert "on call: primary" in shown.stdout and "on call: secondary" in shown.stdout and "120s" in shown.stdout
+    assert "on call: techs" in shown.stdout and "on call: backup" in shown.stdout and "120s" in shown.stdout
     # the seven people: on the schedules' rotations or the fixed fallbacks
     legs = ladder_json(cli, "after-hours")["definition"]["legs"]
     named = {c for leg in legs for c in leg.get("contacts", [])}
-    for schedule in ("primary", "secondary"):
+    for schedule in ("techs", "backup"):
         shown = json.loads(cli("schedule", "show", schedule, "--json").stdout)
         named |= {c for r in shown["definition"]["rotations"] for c in r["contacts"]}
     assert named == {"alice", "bob", "carol", "dave", "erin", "frank", "grace"}

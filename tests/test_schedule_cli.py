@@ -265,7 +265,7 @@ def test_the_reference_rota_applies_without_gaps_and_names_everyone(cli: Cli) ->
     result = cli("apply", REPO / "ladders")
     assert result.exit_code == 0, result.output
     assert "warning" not in result.stderr
-    assert "schedule primary: created (v1)" in result.stdout and "schedule secondary: created (v1)" in result.stdout
+    assert "schedule techs: created (v1)" in result.stdout and "schedule backup: created (v1)" in result.stdout
     monday_night = as_json(cli("oncall", "--at", "2026-12-07T20:00", "--json"))["ladders"][0]["legs"]
     assert monday_night[0] == {"leg": "primary", "contacts": ["bob"]}  # the hand-over was Monday 08:00
     assert monday_night[1] == {"leg": "secondary", "contacts": ["erin"]}
