@@ -473,7 +473,11 @@ async def window_expiry(kind: str, root: Path, open_count: int, expiring: int) -
 
         rig.db.seed(open_count, deadline_of)
         took = await asyncio.to_thread(rig.start)
-        restart = {"restart_s": took, "windows_armed": rig.ready()["windows_armed"], "rss_mib": rig.rss_mib(),
+        armed = rig.ready()["windows_armed"]
+        # a start slower than first_due (a loaded machine) finds some windows already due: they fired
+        # instead of staying armed
+        fired = await asyncio.to_thread(rig.db.events, "leg_timed_out")
+        restart = {"restart_s": took, "windows_armed": armed, "windows_fired_by_ready": fired, "rss_mib": rig.rss_mib(),
                    "open": open_count, "arm_floor_s": await arm_bare_timers(open_count)}
 
         def lateness() -> list[float]:
@@ -680,7 +684,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
             (kind, f"memory, {mem['open']:,} open escalations", f"{mem['rss_mib']:.0f} MiB RSS", "", "≤ 512 MiB",
              verdict(mem["rss_mib"], "rss_mib_open_escalations")),
             (kind, f"restart, {mem['open']:,} open: launched → ready, every window re-armed",
-             f"{mem['restart_s']:.2f} s ({mem['windows_armed']:,} armed)", f"bare asyncio timers {mem['arm_floor_s'] * 1000:.0f} ms",
+             f"{mem['restart_s']:.2f} s ({mem['windows_armed']:,} armed"
+             + (f", {mem['windows_fired_by_ready']:,} already due and fired" if mem.get("windows_fired_by_ready") else "") + ")", f"bare asyncio timers {mem['arm_floor_s'] * 1000:.0f} ms",
              "≤ 10 s", verdict(mem["restart_s"], "restart_rearm_s")),
         ]
     st = results.get("storm")

@@ -33,7 +33,9 @@ def test_quick_bench_reports_every_figure_beside_its_floor_and_target(tmp_path) 
         assert burst["all_channels"] == burst["count"] and burst["pages_failed"] == 0 and burst["breakers_opened"] == 0, kind
         assert burst["ingest_per_s"] > 0 and burst["floor_per_s"] > 0
         memory = figures["memory"]
-        assert memory["windows_armed"] >= memory["open"] and memory["rss_mib"] > 0 and memory["restart_s"] > 0, (kind, memory)
+        # every window re-armed, or already due and fired (a start slower than the quick run's first deadlines)
+        armed = memory["windows_armed"] + memory.get("windows_fired_by_ready", 0)
+        assert armed >= memory["open"] and memory["rss_mib"] > 0 and memory["restart_s"] > 0, (kind, memory)
     storm = results["storm"]  # provider physics, on the first database: Twilio's 1 call/s and 1 text/s
     assert storm["db"] == "sqlite" and storm["first_calls"] == storm["first_texts"] == storm["first_pushes"] == storm["count"]
     assert storm["calls_placed_in_leg"] + storm["calls_cancelled_queued"] <= storm["first_calls"]
