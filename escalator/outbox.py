@@ -46,6 +46,7 @@ class OutboxPublisher:
             if self.js is None:  # not connected yet: claim nothing another replica could publish
                 await self._sleep(stop, 1.0)
                 continue
+            self._wake.clear()  # a kick from here on (a step committed during this round) ends the idle sleep
             claim = await asyncio.to_thread(self.source.claim, self.BATCH)
             published: list[int] = []
             try:
@@ -60,7 +61,7 @@ class OutboxPublisher:
             else:
                 delay = 0.2
                 if not claim.events:
-                    await self._sleep(stop, 1.0)
+                    await self._sleep(stop, 1.0, keep_kick=True)
 
     async def _publish(self, events: list[Any], published: list[int], until: float) -> str | None:
         """Publish in rounds: each round sends the next event of every incident at once (one
@@ -92,8 +93,11 @@ class OutboxPublisher:
                     del queues[key]
         return failed
 
-    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
-        self._wake.clear()
+    async def _sleep(self, stop: asyncio.Event, seconds: float, keep_kick: bool = False) -> None:
+        """Until `seconds` pass, the daemon stops, or a kick. `keep_kick`: a kick that came since the
+        round's claim counts (its rows may have been committed just after the claim read)."""
+        if not keep_kick:
+            self._wake.clear()
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
