@@ -161,7 +161,10 @@ class Ingest:
         """Hand a batch on: different incidents concurrently, each incident's messages after its
         earlier ones (from this batch or an earlier one) are done."""
         groups: dict[str, list[tuple[Msg, Any]]] = defaultdict(list)
-        for msg in msgs:
+        # In stream order: messages held back behind a failed one come back as redeliveries, and
+        # when they fall due together (a loaded consumer fetching late) the server may hand them
+        # over in another order; a resolve must still come after the urgent message it resolves.
+        for msg in sorted(msgs, key=_stream_position):
             try:
                 parsed: Any = messages.parse(msg.subject, msg.data)
                 key = parsed.id
@@ -291,6 +294,14 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, (TimeoutError, ConnectionError, sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
         return True
     return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _stream_position(msg: Msg) -> int:
+    """The message's sequence in its stream (0 when it has none: such messages keep their order)."""
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:
+        return 0
 
 
 def _stream_seq(msg: Msg) -> str:
