@@ -30,6 +30,8 @@ log = logging.getLogger("escalator.ingest")
 
 DURABLE = "escalator"
 POISON_AFTER = 5  # a message failing the same way this many times in a row is rejected, not retried forever
+HOLD_GRACE_S = 5.0  # how long past its return a failed message still holds its incident's later ones
+MAX_HELD = 10_000
 
 
 class EngineLike(Protocol):
@@ -82,6 +84,10 @@ class Ingest:
         self.js: JetStreamContext | None = None
         self.in_flight = 0
         self._tails: dict[str, asyncio.Task[float | None]] = {}  # the last unfinished group of each incident
+        # Incidents whose message failed and comes back later: (its stream position, when it is due
+        # back, loop time). A later message of the incident that arrives meanwhile waits behind it,
+        # even when the failed one's group is already done (it came in a later fetch).
+        self._held: dict[str, tuple[int, float]] = {}
         self._tasks: set[asyncio.Task[float | None]] = set()
         self._room = asyncio.Event()
         self.consuming = asyncio.Event()  # set once the durable consumer is being fetched from
@@ -175,7 +181,7 @@ class Ingest:
                 key = f"#bad{_stream_seq(msg)}"
             groups[key].append((msg, parsed))
         for key, items in groups.items():
-            task = asyncio.get_running_loop().create_task(self._group(items, self._tails.get(key)))
+            task = asyncio.get_running_loop().create_task(self._group(key, items, self._tails.get(key)))
             self._tails[key] = task
             self._tasks.add(task)
             self.in_flight += len(items)
@@ -189,20 +195,35 @@ class Ingest:
         if self.in_flight < self.max_in_flight:
             self._room.set()
 
-    async def _group(self, items: list[tuple[Msg, Any]], after: asyncio.Task[float | None] | None) -> float | None:
+    async def _group(self, key: str, items: list[tuple[Msg, Any]], after: asyncio.Task[float | None] | None) -> float | None:
         """Handle one incident's messages in order. Returns None, or the redelivery delay of a message
         that failed: the messages after it are then sent back too, a little later, never handled
-        ahead of it (a resolve must not overtake the urgent message it resolves)."""
+        ahead of it (a resolve must not overtake the urgent message it resolves) — also those that
+        arrive after its group is done, until it is handled or HOLD_GRACE_S past its return."""
+        loop = asyncio.get_running_loop()
         failed = None
         if after is not None:
             await asyncio.wait([after])
             failed = None if after.cancelled() or after.exception() else after.result()
         for msg, parsed in items:
+            position = _stream_position(msg)
+            held = self._held.get(key)
+            if held is not None and loop.time() > held[1] + HOLD_GRACE_S:  # it went to another replica, or away
+                del self._held[key]
+                held = None
+            if failed is None and held is not None and position > held[0]:
+                failed = max(0.0, held[1] - loop.time())
             if failed is not None:
                 failed += 0.5
                 await _nak(msg, failed)
                 continue
             failed = await self._one(msg, parsed)
+            if failed is not None and position:
+                self._held[key] = (position, loop.time() + failed)
+                while len(self._held) > MAX_HELD:  # bounded: the oldest go first
+                    del self._held[next(iter(self._held))]
+            elif held is not None and position == held[0]:
+                del self._held[key]
         return failed
 
     async def _one(self, msg: Msg, parsed: Any) -> float | None:

@@ -131,3 +131,49 @@ def test_a_message_failing_the_same_way_five_times_is_rejected_but_an_outage_is_
     assert engine.rejected == [("could not be processed after 5 attempts: ValueError: cannot store this", "poison")]
     assert engine.attempts["outage"] == 6 and engine.opened == ["outage"]  # never rejected for the database's sake
     assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+class _Msg:
+    """Just what ingest reads of a JetStream message, to hand it batches in a chosen order."""
+
+    def __init__(self, subject: str, body: dict, position: int) -> None:
+        import json
+        from types import SimpleNamespace
+
+        self.subject, self.data = subject, json.dumps(body).encode()
+        self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=position), num_delivered=1, timestamp=None)
+        self.outcome: str | None = None
+
+    async def ack(self) -> None:
+        self.outcome = "ack"
+
+    async def nak(self, delay: float = 0) -> None:
+        self.outcome = f"nak {delay:.1f}"
+
+    async def term(self) -> None:
+        self.outcome = "term"
+
+
+def test_a_later_message_that_arrives_after_its_failed_predecessor_was_handled_still_waits() -> None:
+    """The urgent message fails in one fetch; the resolve arrives in the next, once the first group
+    is done: it is sent back behind the urgent message, not handled ahead of it."""
+
+    async def scenario() -> tuple[list, _Msg, _Msg]:
+        engine = FlakyEngine()
+        ingest = Ingest(engine)
+        first = _Msg("incidents.urgent", urgent("o-1"), 1)
+        ingest.start([first])
+        await eventually(lambda: first.outcome is not None, timeout=5)
+        await asyncio.sleep(0.05)  # its group is done and forgotten
+        later = _Msg("incidents.resolve", {"id": "o-1", "by": "ops"}, 2)
+        ingest.start([later])
+        await eventually(lambda: later.outcome is not None, timeout=5)
+        again = _Msg("incidents.urgent", urgent("o-1"), 1)  # the redelivery: handled, and the hold ends
+        ingest.start([again])
+        await eventually(lambda: again.outcome is not None, timeout=5)
+        return engine.calls, first, later
+
+    calls, first, later = asyncio.run(scenario())
+    assert first.outcome.startswith("nak") and later.outcome.startswith("nak")
+    assert float(later.outcome.split()[1]) > float(first.outcome.split()[1])  # comes back after it
+    assert calls == [("open failed", "o-1"), ("open", "o-1")]  # the resolve was not handled ahead
