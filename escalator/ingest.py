@@ -167,10 +167,7 @@ class Ingest:
         """Hand a batch on: different incidents concurrently, each incident's messages after its
         earlier ones (from this batch or an earlier one) are done."""
         groups: dict[str, list[tuple[Msg, Any]]] = defaultdict(list)
-        # In stream order: messages held back behind a failed one come back as redeliveries, and
-        # when they fall due together (a loaded consumer fetching late) the server may hand them
-        # over in another order; a resolve must still come after the urgent message it resolves.
-        for msg in sorted(msgs, key=_stream_position):
+        for msg in msgs:
             try:
                 parsed: Any = messages.parse(msg.subject, msg.data)
                 key = parsed.id

@@ -12,7 +12,8 @@ import pytest
 from escalator import clock, ladder_files
 from escalator.store.catalog import Catalog
 from tests.conftest import write
-from tests.harness import NatsServer, eventually, publish, running_daemon, settings_for, stream_events
+from tests.harness import eventually, publish, running_daemon, settings_for, stream_events
+from tests.test_engine import nats_server  # noqa: F401 - fixture
 from tests.recording import RecordingChannel
 
 
@@ -49,14 +50,6 @@ legs:
   - {{name: primary, schedule: empty, channels: [sms]}}
   - {{name: secondary, contacts: [bob], channels: [sms]}}
 """
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path):
-    server = NatsServer(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -124,6 +125,23 @@ def when(moment: datetime, timezone: str = "UTC") -> str:
     """A time for people, in the ladder's zone, with the zone named."""
     local = moment.astimezone(ZoneInfo(timezone))
     return local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or timezone)
+
+
+def write_out(text: str, output: Any) -> None:
+    """An export: to the file given (`--output`), else stdout."""
+    if output:
+        output.write_text(text, encoding="utf-8")
+    else:
+        typer.echo(text, nl=False)
+
+
+def history_table(versions: Any, stamp: Any = None) -> Table:
+    """Every version of a ladder or schedule, in the time zone of its latest definition."""
+    zone = next((v.definition.timezone for v in reversed(versions) if v.definition), "UTC")
+    table = Table("version", "when", "by", "change", "comment")
+    for v in versions:
+        table.add_row(str(v.version), (stamp or when)(v.created_at, zone), v.actor, v.change, v.comment or "")
+    return table
 
 
 def split_list(raw: str | None) -> list[str] | None:

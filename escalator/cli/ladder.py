@@ -16,11 +16,13 @@ from escalator.cli.common import (
     JsonOpt,
     actor_of,
     console,
+    history_table,
     print_json,
     split_list,
     state,
     styled,
     when,
+    write_out,
 )
 from escalator.errors import InvalidInput, Problem
 from escalator.ladders import (
@@ -225,11 +227,7 @@ def export(
     if with_contacts:
         wanted = set().union(*(lad.contact_ids() for lad in ladders)) if ladders else set()
         contacts = [r.contact for r in catalog.contacts() if r.contact.id in wanted]
-    text = ladder_files.dump(contacts, ladders)
-    if output:
-        output.write_text(text, encoding="utf-8")
-    else:
-        typer.echo(text, nl=False)
+    write_out(ladder_files.dump(contacts, ladders), output)
 
 
 @app.command()
@@ -239,11 +237,7 @@ def history(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> None
     if as_json:
         print_json([{k: v for k, v in _version_json(ver).items() if k != "definition"} | {"deleted": ver.deleted} for ver in versions])
         return
-    zone = next((v.definition.timezone for v in reversed(versions) if v.definition), "UTC")
-    table = Table("version", "when", "by", "change", "comment")
-    for v in versions:
-        table.add_row(str(v.version), when(v.created_at, zone), v.actor, v.change, v.comment or "")
-    console().print(table)
+    console().print(history_table(versions))
 
 
 # -- editing --------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from escalator import clock, ladder_files, oncall, walk
-from escalator.cli.common import ActorOpt, CommentOpt, JsonOpt, actor_of, console, print_json, state, styled
+from escalator.cli.common import (
+    ActorOpt, CommentOpt, JsonOpt, actor_of, console, history_table, print_json, state, styled, write_out,
+)
 from escalator.errors import InvalidInput, Problem
 from escalator.ladders import Identifier, validate_value
 from escalator.schedules import ScheduleDoc, gap_warnings, parse_span, parse_when
@@ -162,11 +164,7 @@ def export(
     """Print schedules as YAML that `escalator apply` takes back unchanged."""
     catalog = state(ctx).catalog
     docs = [catalog.schedule(n).definition for n in names] if names else [v.definition for v in catalog.schedules()]
-    text = ladder_files.dump(schedules=[d for d in docs if d is not None])
-    if output:
-        output.write_text(text, encoding="utf-8")
-    else:
-        typer.echo(text, nl=False)
+    write_out(ladder_files.dump(schedules=[d for d in docs if d is not None]), output)
 
 
 @app.command()
@@ -176,11 +174,7 @@ def history(ctx: typer.Context, name: NameArg, as_json: JsonOpt = False) -> None
     if as_json:
         print_json([_version_json(v, definition=False) for v in versions])
         return
-    zone = next((v.definition.timezone for v in reversed(versions) if v.definition), "UTC")
-    table = Table("version", "when", "by", "change", "comment")
-    for v in versions:
-        table.add_row(str(v.version), _stamp(v.created_at, zone), v.actor, v.change, v.comment or "")
-    console().print(table)
+    console().print(history_table(versions, _stamp))
 
 
 def _version_json(v: ScheduleVersion, definition: bool = True) -> dict[str, Any]:
