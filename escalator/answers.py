@@ -9,6 +9,8 @@ from dataclasses import dataclass
 # What it did when it took effect (Answer.result), or UNKNOWN for no such incident; otherwise the walk's reasons for changing
 # nothing (walk.TAKEN, walk.CLOSED, walk.NOT_PAGED, walk.NOT_THIS_LEG, walk.STALE, walk.NOTHING_TO_PASS).
 ACKNOWLEDGED, PASSED, RESOLVED, UNKNOWN = "acknowledged", "passed", "resolved", "unknown"
+RENEWED = "renewed"  # the acker confirmed an expiring acknowledgement (SPEC §11)
+CONNECTED = "connected"  # the acker asked to be connected to the caller (SPEC §11)
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,8 @@ class Answer:
     summary: str = ""
     by: str | None = None  # who has it (acknowledged, or already taken)
     reason: str = ""  # in words, when it changed nothing
+    caller: str | None = None  # the incident's caller, when its ladder offers a call to them (SPEC §11)
 
     @property
     def took_effect(self) -> bool:
-        return self.result in (ACKNOWLEDGED, PASSED)
+        return self.result in (ACKNOWLEDGED, PASSED, RENEWED, CONNECTED)

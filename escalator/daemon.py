@@ -118,7 +118,8 @@ class Daemon:
         self._renewing = asyncio.Event()  # set when the lease may stop being renewed (just before release)
         self._publishing = asyncio.Event()  # set when the outbox may stop (after the last steps)
         self.ingest = Ingest(self.engine, on_lag=self.metrics.ingest_lag.observe)
-        self.webhooks = Webhooks(self.engine, self.store, self.codes, settings.public_url, tokens=self.tokens)
+        self.webhooks = Webhooks(self.engine, self.store, self.codes, settings.public_url, tokens=self.tokens,
+                                 twilio_from=settings.twilio_from)
         self.handoffs = HandoffNotices(Catalog(self.db), Handoffs(self.db, settings.replica), self.channels)
         self.nats: Any = None
         self.nats_error: str | None = "not connected yet"

@@ -21,10 +21,11 @@ from datetime import datetime
 from typing import Any
 
 from escalator import clock, walk
-from escalator.answers import ACKNOWLEDGED, PASSED, RESOLVED, UNKNOWN, Answer
-from escalator.channels import Channel, Outcome, Page
-from escalator.logs import incident_var
+from escalator.answers import ACKNOWLEDGED, CONNECTED, PASSED, RENEWED, RESOLVED, UNKNOWN, Answer
+from escalator.channels import OPTED_OUT, Channel, Outcome, Page
+from escalator.logs import incident_var, mask_phone
 from escalator.metrics import Metrics
+from escalator.store import opt_outs
 from escalator.store.group_commit import GroupCommit
 from escalator.store.incidents import IncidentStore, NewIncident, StepResult
 from escalator.walk import ArmWindow, CancelCalls, CancelWindow, Emit, Event, Notify, PageCmd, PageFailed, PageSent, StopPages
@@ -123,7 +124,7 @@ class Engine:
                     continue
                 resent += 1
                 leg_ends = claim.walk.deadline if claim.walk is not None and page.key in claim.walk.live else None
-                self._page(incident_id, page, claim.summary, claim.contacts.get(page.contact), claim.codes.get(page.key), leg_ends)
+                self._page(incident_id, page, claim, leg_ends)
         return len(windows), resent
 
     def _uncertain(self, incident_ids: list[str]) -> None:
@@ -137,10 +138,10 @@ class Engine:
 
     async def _readopt(self, incident_ids: list[str]) -> None:
         found = await asyncio.to_thread(self.store.statuses, incident_ids)
-        for incident_id, (status, _) in found.items():
-            if status not in walk.ACTIVE:  # closed by the step whose answer was lost: stop what is ours
+        for incident_id, standing in found.items():
+            if not standing.driven:  # closed by the step whose answer was lost: stop what is ours
                 await self.reconsider(incident_id)
-        mine = [i for i, (status, owner) in found.items() if status in walk.ACTIVE and owner == self.store.replica]
+        mine = [i for i, standing in found.items() if standing.driven and standing.owner == self.store.replica]
         if mine:
             windows, resent = await self.adopt(mine)
             log.warning("after an uncertain commit: %d incident(s) driven again (%d windows re-armed, %d pages re-sent)",
@@ -162,8 +163,8 @@ class Engine:
             found = (await asyncio.to_thread(self.store.statuses, [incident_id])).get(incident_id)
             if found is None:
                 return None
-            status, owner = found
-            if status not in walk.ACTIVE:
+            owner = found.owner
+            if not found.driven:
                 self.owned.discard(incident_id)
                 self.windows.cancel(incident_id)
                 self._stop_pages(incident_id)
@@ -196,10 +197,17 @@ class Engine:
         (nats: an app gateway, the CLI), or an operator (channel None). `contact`, when known, must
         have been paged for the incident."""
         result = await self.handle(incident_id, walk.Acknowledge(by, channel, contact))
-        answer = self._answer(incident_id, result, ACKNOWLEDGED)
+        renewed = any(isinstance(c, Emit) and c.event == "ack_renewed" for c in result.commands)
+        answer = self._answer(incident_id, result, RENEWED if renewed else ACKNOWLEDGED)
         if answer.result == walk.TAKEN and answer.by == by:  # already theirs (a retry, an answer lost with a commit)
             return replace(answer, result=ACKNOWLEDGED, reason="")
         return answer
+
+    async def connect_caller(self, incident_id: str, by: str, contact: str | None) -> Answer:
+        """The acker asked to be put through to the caller (SPEC §11): `caller_connected` is recorded
+        and the answer carries the number to dial; anyone else, or a closed incident, gets why not."""
+        result = await self.handle(incident_id, walk.ConnectCaller(by, contact))
+        return self._answer(incident_id, result, CONNECTED)
 
     async def pass_on(
         self, incident_id: str, by: str, channel: str | None, contact: str | None = None,
@@ -220,11 +228,12 @@ class Engine:
         status, summary = (w.status if w else None), result.summary
         if result.outcome == "unknown":
             return Answer(UNKNOWN, incident_id, reason=f"no incident with id {incident_id!r}")
+        caller = result.caller if w is not None and w.plan.connect_caller else None
         if result.outcome == "changed":
-            return Answer(done, incident_id, status, summary, by=w.acked_by if w else None)
+            return Answer(done, incident_id, status, summary, by=w.acked_by if w else None, caller=caller)
         why = result.ignored
         assert why is not None, "a step that changed nothing carries the walk's reason"
-        return Answer(why.kind, incident_id, status, summary, by=why.by, reason=why.reason)
+        return Answer(why.kind, incident_id, status, summary, by=why.by, reason=why.reason, caller=caller)
 
     async def handle(self, incident_id: str, event: Event) -> StepResult:
         # Shielded: a step that may have committed must have its commands carried out (a window
@@ -288,7 +297,7 @@ class Engine:
                 self._spawn(self._cancel_calls(incident_id, command))
             elif isinstance(command, PageCmd):
                 leg_ends = result.walk.deadline if result.walk is not None and command.key in result.walk.live else None
-                self._page(incident_id, command, result.summary, result.contacts.get(command.contact), result.codes.get(command.key), leg_ends)
+                self._page(incident_id, command, result, leg_ends)
                 self.owned.add(incident_id)  # the step took the incident (escalator.store.incidents)
             elif isinstance(command, Notify):
                 self._spawn(self._notify(incident_id, command, result.contacts))
@@ -299,7 +308,7 @@ class Engine:
                     self.metrics.time_to_acknowledge.observe((command.at - result.opened_at).total_seconds())
         if result.outcome == "opened":
             self.owned.add(incident_id)
-        elif result.walk is not None and result.walk.status not in walk.ACTIVE:
+        elif result.walk is not None and not walk.driven(result.walk.status, result.walk.deadline is not None):
             self.owned.discard(incident_id)
         if emitted:
             self.on_events()
@@ -318,22 +327,21 @@ class Engine:
                 page.stopped = True
                 page.task.cancel()
 
-    def _page(
-        self, incident_id: str, command: PageCmd, summary: str, contact: Any, code: str | None, leg_ends: datetime | None = None,
-    ) -> None:
-        """Send one page. `leg_ends`: when its leg's window closes; the page has what is left of it
-        when it is handed to its channel (its retries and the SMS's validity end there)."""
+    def _page(self, incident_id: str, command: PageCmd, result: StepResult, leg_ends: datetime | None = None) -> None:
+        """Send one page of a step's `result`. `leg_ends`: when its leg's window closes; the page has
+        what is left of it when it is handed to its channel (its retries and the SMS's validity end there)."""
         page = PageInFlight(incident_id, command.key)
         self._pages[(incident_id, command.key)] = page  # now, not when the task starts: adopt() checks it
-        page.task = self._spawn(self._send(page, command, summary, contact, code, leg_ends))
+        offers_caller = result.walk is None or result.walk.plan.connect_caller
+        message = _Message(result.summary, result.contacts.get(command.contact), result.codes.get(command.key),
+                           result.caller if offers_caller else None, command.contact in result.opted_out)
+        page.task = self._spawn(self._send(page, command, message, leg_ends))
 
-    async def _send(
-        self, page: PageInFlight, command: PageCmd, summary: str, contact: Any, code: str | None, leg_ends: datetime | None,
-    ) -> None:
+    async def _send(self, page: PageInFlight, command: PageCmd, message: _Message, leg_ends: datetime | None) -> None:
         if leg_ends is not None:
             command = replace(command, window_s=max((leg_ends - self.now()).total_seconds(), 0.0))
         try:
-            await self._deliver(page, command, summary, contact, code)
+            await self._deliver(page, command, message)
         except asyncio.CancelledError:
             if page.stopped:  # not a shutdown: the incident was taken or resolved; record that
                 stop = PageFailed(command, "stopped: the incident was taken or resolved")
@@ -343,15 +351,17 @@ class Engine:
             if self._pages.get((page.incident_id, page.key)) is page:
                 del self._pages[(page.incident_id, page.key)]
 
-    async def _deliver(self, page: PageInFlight, command: PageCmd, summary: str, contact: Any, code: str | None) -> None:
-        incident_id = page.incident_id
+    async def _deliver(self, page: PageInFlight, command: PageCmd, what: _Message) -> None:
+        incident_id, contact = page.incident_id, what.contact
         channel = self.channels.get(command.channel)
         if channel is None or contact is None:
             outcome = Outcome(False, reason="no such channel" if channel is None else "contact no longer exists")
+        elif command.channel == walk.SMS and what.opted_out:
+            outcome = Outcome(False, reason=OPTED_OUT)  # the provider would refuse it (error 21610): fail now
         else:
             message = Page(
-                incident_id, command.key, command.channel, contact, summary, command.cycle, command.leg, command.window_s, code,
-                command.leg_index,
+                incident_id, command.key, command.channel, contact, what.summary, command.cycle, command.leg, command.window_s,
+                what.code, command.leg_index, reminder=walk.is_reminder(command.key), caller=what.caller,
             )
             try:
                 # A page is only useful within its leg's window: the channel gives up on a provider
@@ -364,6 +374,9 @@ class Engine:
                 log.exception("channel %s failed on incident %s", command.channel, incident_id)
                 outcome = Outcome(False, reason=f"channel error: {type(exc).__name__}")
         page.answered = True  # the answer is in: stopping now changes nothing
+        if outcome.opted_out and contact is not None and contact.phone:
+            log.warning("%s opted out of SMS (STOP): its texts fail until it texts START", mask_phone(contact.phone))
+            await self._retrying(asyncio.to_thread, self.store.opt_out, contact.phone, self.now(), opt_outs.TWILIO_21610)
         if outcome.dead_tokens and contact is not None:
             log.warning("retiring %d push token(s) of %s: FCM says they no longer exist", len(outcome.dead_tokens), contact.id)
             await self._retrying(asyncio.to_thread, self.store.retire_push_tokens, contact.id, outcome.dead_tokens, self.now())
@@ -469,6 +482,17 @@ class Engine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+@dataclass(frozen=True)
+class _Message:
+    """What a page says and to whom (from the step that decided it)."""
+
+    summary: str
+    contact: Any
+    code: str | None
+    caller: str | None
+    opted_out: bool  # the contact's number opted out of SMS
 
 
 @dataclass

@@ -38,6 +38,7 @@ MAX_LEGS = 50
 MAX_CONTACTS_PER_LEG = 50
 MAX_SCHEDULES_PER_LEG = 10
 MAX_CYCLES = 1000
+MIN_ACK_EXPIRY_S, MAX_ACK_EXPIRY_S = 300, 86_400
 
 _DURATION_RE = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
@@ -54,6 +55,29 @@ def _identifier(value: Any) -> Any:
 
 def parse_duration(value: Any) -> int:
     """`90s`, `2m`, `1h`, `1m30s` or integer seconds → seconds, within 5 s..1 h."""
+    seconds = _seconds(value)
+    if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
+        raise PydanticCustomError(
+            "duration_range",
+            "{value} is out of range: a window must be between 5s and 1h",
+            {"value": repr(value)},
+        )
+    return seconds
+
+
+def parse_ack_expiry(value: Any) -> int:
+    """`ack_expires` (SPEC §11): a duration within 5 m..24 h."""
+    seconds = _seconds(value)
+    if not MIN_ACK_EXPIRY_S <= seconds <= MAX_ACK_EXPIRY_S:
+        raise PydanticCustomError(
+            "duration_range",
+            "{value} is out of range: ack_expires must be between 5m and 24h",
+            {"value": repr(value)},
+        )
+    return seconds
+
+
+def _seconds(value: Any) -> int:
     seconds: int | None = None
     if isinstance(value, bool):
         seconds = None
@@ -72,12 +96,6 @@ def parse_duration(value: Any) -> int:
         raise PydanticCustomError(
             "duration",
             "{value} is not a duration: write it like 90s, 2m, 1h or a number of seconds",
-            {"value": repr(value)},
-        )
-    if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
-        raise PydanticCustomError(
-            "duration_range",
-            "{value} is out of range: a window must be between 5s and 1h",
             {"value": repr(value)},
         )
     return seconds
@@ -128,6 +146,7 @@ def _unique(items: Sequence[str], what: str, key: str | None = None) -> None:
 
 Identifier = Annotated[str, BeforeValidator(_identifier)]
 Duration = Annotated[int, BeforeValidator(parse_duration)]
+AckExpiry = Annotated[int, BeforeValidator(parse_ack_expiry)]
 Phone = Annotated[str, BeforeValidator(_phone)]
 Channel = Literal["voice", "sms", "push"]
 TimeZoneName = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_timezone)]
@@ -231,6 +250,8 @@ class Ladder(_Strict):
     timezone: TimeZoneName = "UTC"
     ack_timeout: Duration = DEFAULT_WINDOW_S
     cycles: int = Field(default=0, ge=0, le=MAX_CYCLES, strict=True)
+    ack_expires: AckExpiry | None = None  # SPEC §11: off unless set
+    connect_caller: bool = Field(default=True, strict=True)  # SPEC §11
     legs: tuple[Leg, ...] = Field(min_length=1, max_length=MAX_LEGS)
 
     @field_validator("legs")
@@ -257,14 +278,19 @@ class Ladder(_Strict):
         return {s for leg in self.legs for s in leg.schedules}
 
     def to_document(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "ladder": self.name,
             "description": self.description,
             "timezone": self.timezone,
             "ack_timeout": format_duration(self.ack_timeout),
             "cycles": self.cycles,
-            "legs": [leg.to_document() for leg in self.legs],
         }
+        if self.ack_expires is not None:  # written only when set: older exports stay byte-identical
+            doc["ack_expires"] = format_duration(self.ack_expires)
+        if not self.connect_caller:
+            doc["connect_caller"] = False
+        doc["legs"] = [leg.to_document() for leg in self.legs]
+        return doc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,15 +496,22 @@ def swap_contacts(ladder: Ladder, leg_a: str, leg_b: str) -> Ladder:
 
 
 def set_fields(ladder: Ladder, **changes: Any) -> Ladder:
-    """Change ladder-wide fields (description, timezone, ack_timeout, cycles)."""
+    """Change ladder-wide fields (description, timezone, ack_timeout, cycles, ack_expires (None: off),
+    connect_caller)."""
     doc = ladder.to_document()
     for key, value in changes.items():
-        doc[key] = format_duration(value) if key == "ack_timeout" else value
+        if key == "ack_expires" and value is None:
+            doc.pop("ack_expires", None)
+        else:
+            doc[key] = format_duration(value) if key in ("ack_timeout", "ack_expires") else value
     return build_ladder(doc)
 
 
 # ---------------------------------------------------------------------------------------------
 # A one-line account of what changed between two versions, for the history.
+
+
+_UNSET = {"description": "", "timezone": "UTC", "ack_timeout": "", "cycles": 0, "ack_expires": "off", "connect_caller": True}
 
 
 def describe_change(old: Ladder | None, new: Ladder | None) -> str:
@@ -489,8 +522,8 @@ def describe_change(old: Ladder | None, new: Ladder | None) -> str:
     if new is None:
         return "deleted"
     parts: list[str] = []
-    for key in ("description", "timezone", "ack_timeout", "cycles"):
-        before, after = old.to_document()[key], new.to_document()[key]
+    for key in ("description", "timezone", "ack_timeout", "cycles", "ack_expires", "connect_caller"):
+        before, after = old.to_document().get(key, _UNSET[key]), new.to_document().get(key, _UNSET[key])
         if before != after:
             parts.append(f"{key} {before!r} → {after!r}" if key == "description" else f"{key} {before} → {after}")
     old_legs = {leg.name: leg for leg in old.legs}

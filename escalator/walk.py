@@ -9,13 +9,16 @@ pages in flight, record a page's outcome, emit an event, notify). The daemon is 
 records the result in one transaction and then carries the commands out. An event that changes
 nothing returns exactly one command, `Ignored`, with the reason (callers answer people from it).
 
-Invariants (checked by the property test in tests/test_walk.py):
-- `deadline` is set exactly while the walk is `open`; at most one window is armed (each
-  `ArmWindow` replaces the last; leaving `open` cancels it).
-- `live` holds only keys of the current leg's pages, and is empty unless the walk is `open`.
+Invariants (checked by the property tests in tests/test_walk.py):
+- `deadline` is set exactly while the walk is `open`, or `acknowledged` with an expiring
+  acknowledgement (SPEC §11): one timer per incident whatever it times (each `ArmWindow` replaces
+  the last; leaving both cancels it), so there are never two live timers.
+- `live` holds only keys of the current leg's pages while `open`, only the reminder's pages while
+  the acker is being reminded, and is empty otherwise.
 - `seq` counts every emitted event of the incident: 1, 2, 3 … without gaps.
-- `paged` only grows; `acknowledged` and `resolved` never go back to walking.
-- No page is decided after an acknowledgement or a resolve.
+- `paged` only grows; `resolved` is final; `acknowledged` goes back to walking only through
+  `ack_expired`, and only when the ladder's `ack_expires` is set.
+- After an acknowledgement nothing is paged but the acker's reminder; after a resolve, nothing.
 
 Rules, each a unit test in tests/test_walk.py:
 - Starting a leg pages every target (contact × channel) of the leg and arms its window. Which
@@ -41,11 +44,25 @@ Rules, each a unit test in tests/test_walk.py:
 - When every page of the current leg has definitively failed, the next leg starts at once. The
   one exception: an unreachable *last* leg does not start a new cycle early; the window does, so
   a total outage pages once per window instead of spinning through the ladder.
-- Resolve stops everything. Acks and passes after an incident is closed change nothing.
+- Resolve stops everything (an acknowledgement's timer and reminder too). Acks and passes after an
+  incident is closed change nothing.
+- Acknowledgements expire (SPEC §11) when the plan has `ack_expires_s` and the acker is a contact
+  that was paged: the acknowledgement arms a timer of `ack_expires_s`. When it runs out the acker
+  alone is reminded on the channels of the leg they were paged on (pages keyed `r<n>.…`), with the
+  first leg's window to answer. An acknowledgement by the acker at any time while the timer runs is
+  `ack_renewed` and restarts it (a reminder in flight is stopped); anyone else's changes nothing.
+  No answer within the window, or a reminder that reached nobody: `ack_expired` (`by` the previous
+  acker), the incident is open again and a new cycle starts at the first leg — the `cycles` limit
+  still counts. An operator's acknowledgement (no contact) has nobody to remind and never expires.
+  The timer's identity is `(cycle, ACK_TIMER + n)`, n counting the timers armed: a timer that fired
+  while a renewal was being decided is stale and changes nothing.
 - A leg that ends (window, pass) or an incident that is taken or resolved stops its calls still
   queued or ringing (`CancelCalls`); a call the provider accepts only after its leg ended is
   stopped as soon as it is known.
 - A message refused for an existing incident is recorded in its timeline (`rejected`, next seq).
+- Connecting the acker to the caller (SPEC §11) is `caller_connected`; only the acker of an
+  acknowledged incident whose ladder offers it may ask, and it changes nothing else (the shell
+  has checked the incident has a caller and dials them).
 """
 
 from __future__ import annotations
@@ -79,6 +96,19 @@ REPEAT = "repeat"  # the same thing again (an opening, a page's outcome)
 # Why a leg passed without anyone passing it.
 UNREACHABLE = "unreachable: every page of the leg failed"
 NOBODY_ON_CALL = "nobody on call"
+NOT_CONFIRMED = "the acker did not confirm within the first leg's window"
+REMINDER_UNREACHABLE = "the reminder reached nobody: every page of it failed"
+
+# An acknowledgement's timer is told from a leg's window by its slot: ACK_TIMER + n (n counts the
+# incident's acknowledgement timers) is above any leg index, so a walk's timers only ever move
+# forward in (cycle, slot) order, as Windows.arm(only_if_newer=True) expects.
+ACK_TIMER = 1_000_000
+
+
+def driven(status: str, timed: bool) -> bool:
+    """Does an incident still need a replica to drive it: walking, or acknowledged with a timer
+    (an expiring acknowledgement, SPEC §11)?"""
+    return status in ACTIVE or (status == ACKNOWLEDGED and timed)
 
 
 def reachable(channel: str, has_phone: bool, has_push: bool) -> bool:
@@ -137,14 +167,21 @@ class Plan:
     version: int
     cycles: int  # 0 = walk until acknowledged
     legs: tuple[LegPlan, ...]
+    ack_expires_s: float | None = None  # SPEC §11: an acknowledgement not confirmed within this expires
+    connect_caller: bool = True  # SPEC §11: offer the acker a call to the incident's caller
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "ladder": self.ladder,
             "version": self.version,
             "cycles": self.cycles,
             "legs": [_leg_dict(leg) for leg in self.legs],
         }
+        if self.ack_expires_s is not None:
+            out["ack_expires_s"] = self.ack_expires_s
+        if not self.connect_caller:
+            out["connect_caller"] = False
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
@@ -155,7 +192,8 @@ class Plan:
             )
             for leg in data["legs"]
         )
-        return cls(data["ladder"], int(data["version"]), int(data["cycles"]), legs)
+        return cls(data["ladder"], int(data["version"]), int(data["cycles"]), legs, data.get("ack_expires_s"),
+                   bool(data.get("connect_caller", True)))
 
     @property
     def schedules(self) -> frozenset[str]:
@@ -230,13 +268,24 @@ class Resolve:
 
 
 @dataclass(frozen=True)
+class ConnectCaller:
+    """The acker asked to be put through to the incident's caller (SPEC §11)."""
+
+    by: str
+    contact: str | None = None
+
+
+NO_CALL = "no_call"  # connecting to the caller: the ladder does not offer it, or nobody acknowledged yet
+
+
+@dataclass(frozen=True)
 class Reject:
     """A message about this incident was refused (e.g. could not be processed)."""
 
     reason: str
 
 
-Event = Open | WindowExpired | Acknowledge | Pass | PageSent | PageFailed | Resolve | Reject
+Event = Open | WindowExpired | Acknowledge | Pass | PageSent | PageFailed | Resolve | Reject | ConnectCaller
 
 
 # -- commands: what the shell must do ---------------------------------------------------------------
@@ -346,6 +395,12 @@ class Walk:
     # every target it has paged so far (for exhaustion and for stopping its calls).
     on_leg: tuple[Target, ...] | None = None
     resolved: tuple[tuple[int, tuple[Target, ...]], ...] = ()
+    # An expiring acknowledgement (SPEC §11): the acker's targets (who a reminder pages, and how;
+    # empty: the acknowledgement does not expire), how many timers it has armed, and whether the
+    # acker is being reminded now.
+    acker: tuple[Target, ...] = ()
+    ack_timer: int = 0
+    reminding: bool = False
 
     @property
     def leg(self) -> LegPlan:
@@ -375,7 +430,17 @@ class Walk:
             "closed_by": self.closed_by,
             **({"on_leg": [list(t) for t in self.on_leg]} if self.on_leg is not None else {}),
             **({"resolved": {str(i): [list(t) for t in ts] for i, ts in self.resolved}} if self.resolved else {}),
+            **({"acker": [list(t) for t in self.acker]} if self.acker else {}),
+            **({"ack_timer": self.ack_timer} if self.ack_timer else {}),
+            **({"reminding": True} if self.reminding else {}),
         }
+
+    @property
+    def window(self) -> tuple[int, int] | None:
+        """The identity of the armed timer (what `WindowExpired` must name), None when none is."""
+        if self.deadline is None:
+            return None
+        return (self.cycle, ACK_TIMER + self.ack_timer) if self.status == ACKNOWLEDGED else (self.cycle, self.leg_index)
 
     @classmethod
     def from_dict(cls, incident_id: str, plan: Plan, data: dict[str, Any]) -> Walk:
@@ -393,6 +458,9 @@ class Walk:
             closed_by=data.get("closed_by"),
             on_leg=tuple((c, ch) for c, ch in data["on_leg"]) if data.get("on_leg") is not None else None,
             resolved=tuple(sorted((int(i), tuple((c, ch) for c, ch in ts)) for i, ts in (data.get("resolved") or {}).items())),
+            acker=tuple((c, ch) for c, ch in data.get("acker", ())),
+            ack_timer=int(data.get("ack_timer", 0)),
+            reminding=bool(data.get("reminding", False)),
         )
 
 
@@ -472,6 +540,8 @@ class _Step:
             keys = [page_key(w.cycle, w.leg_index, c, VOICE) for c, channel in w.targets if channel == VOICE]
         elif w.status == EXHAUSTED:
             keys = [exhaustion_key(c, VOICE) for i in range(len(w.plan.legs)) for c, channel in w.paged_on(i) if channel == VOICE]
+        elif w.status == ACKNOWLEDGED and w.reminding:
+            keys = [reminder_key(w.ack_timer, c, VOICE) for c, channel in w.acker if channel == VOICE]
         else:
             return
         if keys:
@@ -480,6 +550,52 @@ class _Step:
     def unreachable(self, reason: str = UNREACHABLE) -> None:
         self.emit("passed", **self.leg_fields(), reason=reason)
         self.advance(early=True)
+
+    # -- an expiring acknowledgement (SPEC §11) --
+
+    def arm_ack_timer(self, seconds: float, reminding: bool = False) -> None:
+        n = self.walk.ack_timer + 1
+        deadline = self.now + timedelta(seconds=seconds)
+        self.set(ack_timer=n, deadline=deadline, reminding=reminding, live=frozenset())
+        self.commands.append(ArmWindow(deadline, self.walk.cycle, ACK_TIMER + n))
+
+    def remind(self) -> None:
+        """The acknowledgement's time is up: the acker alone is asked to confirm, within the first leg's window."""
+        first = self.walk.plan.legs[0]
+        self.arm_ack_timer(first.window_s, reminding=True)
+        w = self.walk
+        pages = [
+            PageCmd(reminder_key(w.ack_timer, contact, channel), contact, channel, w.cycle, w.leg_index, w.leg.name, first.window_s)
+            for contact, channel in w.acker
+        ]
+        self.set(live=frozenset(p.key for p in pages))
+        self.commands.extend(pages)
+
+    def expire_ack(self, reason: str) -> None:
+        """No confirmation: the incident is open again and the walk starts a new cycle at the first leg."""
+        w = self.walk
+        self.cancel_calls()
+        self.commands.append(StopPages())
+        self.set(acked_by=None, acker=(), reminding=False, live=frozenset(), deadline=None)
+        self.emit("ack_expired", by=w.acked_by, contact=w.acker[0][0] if w.acker else None, cycle=w.cycle, reason=reason)
+        self.start_leg(w.cycle + 1, 0)
+
+    def acker_targets(self, contact: str | None) -> tuple[Target, ...]:
+        """How a reminder reaches the acker: the channels of the latest leg they were paged on (all
+        the legs' channels once the ladder is exhausted). None for an operator: nobody to remind."""
+        w = self.walk
+        if contact is None or w.plan.ack_expires_s is None:
+            return ()
+        if w.status == EXHAUSTED:
+            return tuple(dict.fromkeys(t for i in range(len(w.plan.legs)) for t in w.paged_on(i) if t[0] == contact))
+        reached = range(len(w.plan.legs)) if w.cycle > 1 else range(w.leg_index + 1)
+        if contact in {c for c, _ in w.targets}:
+            return tuple(t for t in w.targets if t[0] == contact)
+        for index in reversed(reached):
+            mine = tuple(t for t in w.paged_on(index) if t[0] == contact)
+            if mine:
+                return mine
+        return ()
 
     def exhaust(self) -> None:
         self.set(status=EXHAUSTED, deadline=None, live=frozenset(), on_leg=None)
@@ -512,10 +628,26 @@ def exhaustion_key(contact: str, channel: str) -> str:
     return f"x.{contact}.{channel}"
 
 
+def reminder_key(n: int, contact: str, channel: str) -> str:
+    return f"r{n}.{contact}.{channel}"
+
+
+def is_reminder(key: str) -> bool:
+    """A page asking the acker to confirm an expiring acknowledgement (SPEC §11)."""
+    return key.startswith("r")
+
+
 def is_current(walk: Walk, key: str) -> bool:
-    """Does this page still matter: one of the current leg's live pages, or an exhaustion page while
-    the walk is exhausted? (A page interrupted by a crash is re-sent only if so.)"""
+    """Does this page still matter: one of the current leg's (or the reminder's) live pages, or an
+    exhaustion page while the walk is exhausted? (A page interrupted by a crash is re-sent only if so.)"""
     return key in walk.live or (walk.status == EXHAUSTED and key.startswith("x."))
+
+
+def _by_acker(walk: Walk, event: Acknowledge) -> bool:
+    """Is this acknowledgement the acker confirming? Their own page (any channel), or an operator
+    acknowledging in their name."""
+    acker = walk.acker[0][0] if walk.acker else None
+    return event.contact == acker if event.contact is not None else event.by == walk.acked_by
 
 
 def _closed(walk: Walk) -> Ignored:
@@ -554,20 +686,36 @@ def decide(walk: Walk, event: Event, now: datetime, on_call: OnCall | None = Non
             step.start_leg(1, 0)
 
     elif isinstance(event, WindowExpired):
-        if status != OPEN or (event.cycle, event.leg_index) != (walk.cycle, walk.leg_index):
-            return walk, [Ignored(STALE, "a stale window: that leg already ended", noteworthy=False)]
-        step.emit("leg_timed_out", **step.leg_fields())
-        step.cancel_calls()
-        step.advance()
+        if walk.window != (event.cycle, event.leg_index):
+            return walk, [Ignored(STALE, "a stale window: that leg (or that acknowledgement's timer) already ended", noteworthy=False)]
+        if status == ACKNOWLEDGED and not walk.reminding:
+            step.remind()
+        elif status == ACKNOWLEDGED:
+            step.expire_ack(NOT_CONFIRMED)
+        else:
+            step.emit("leg_timed_out", **step.leg_fields())
+            step.cancel_calls()
+            step.advance()
 
     elif isinstance(event, Acknowledge):
+        if status == ACKNOWLEDGED and walk.deadline is not None and _by_acker(walk, event):
+            assert walk.plan.ack_expires_s is not None  # a timer runs only with ack_expires
+            step.cancel_calls()
+            step.commands.append(StopPages())
+            step.arm_ack_timer(walk.plan.ack_expires_s)
+            step.emit("ack_renewed", by=event.by, channel=event.channel, contact=event.contact, cycle=walk.cycle)
+            return step.walk, step.commands
         if status not in ACTIVE:
             return walk, [_closed(walk)]
         if event.contact is not None and event.contact not in walk.paged:
             return walk, [Ignored(NOT_PAGED, f"{event.contact} was not paged for this incident")]
         step.cancel_calls()
-        step.set(status=ACKNOWLEDGED, acked_by=event.by, deadline=None, live=frozenset(), on_leg=None)
+        acker = step.acker_targets(event.contact)
+        step.set(status=ACKNOWLEDGED, acked_by=event.by, deadline=None, live=frozenset(), on_leg=None, acker=acker)
         step.commands += [CancelWindow(), StopPages()]
+        if acker:
+            assert walk.plan.ack_expires_s is not None
+            step.arm_ack_timer(walk.plan.ack_expires_s)
         step.emit("acknowledged", by=event.by, channel=event.channel, contact=event.contact, **step.leg_fields())
         step.commands.extend(Notify(c, "taken", event.by) for c in sorted(walk.paged) if c not in (event.contact, event.by))
 
@@ -605,21 +753,34 @@ def decide(walk: Walk, event: Event, now: datetime, on_call: OnCall | None = Non
             "page_failed", contact=page.contact, channel=page.channel, cycle=page.cycle, leg=page.leg,
             leg_index=page.leg_index, reason=event.reason,
         )
-        if status == OPEN and page.key in walk.live:
+        if status in (OPEN, ACKNOWLEDGED) and page.key in walk.live:
             step.set(live=walk.live - {page.key})
-            if not step.walk.live:
+            if not step.walk.live and status == OPEN:
                 step.unreachable()
+            elif not step.walk.live:
+                step.expire_ack(REMINDER_UNREACHABLE)
 
     elif isinstance(event, Resolve):
         if status not in (*ACTIVE, ACKNOWLEDGED):
             return walk, [Ignored(CLOSED, "already resolved")]
         step.cancel_calls()
-        step.set(status=RESOLVED, closed_by=event.by, deadline=None, live=frozenset(), on_leg=None)
+        step.set(status=RESOLVED, closed_by=event.by, deadline=None, live=frozenset(), on_leg=None, reminding=False)
         step.commands += [CancelWindow(), StopPages()]
         step.emit("resolved", by=event.by)
 
     elif isinstance(event, Reject):
         step.emit("rejected", reason=event.reason)
+
+    elif isinstance(event, ConnectCaller):
+        if status == RESOLVED:
+            return walk, [_closed(walk)]
+        if status != ACKNOWLEDGED:
+            return walk, [Ignored(NO_CALL, "nobody has taken the incident yet")]
+        if not walk.plan.connect_caller:
+            return walk, [Ignored(NO_CALL, "this ladder does not offer a call to the caller")]
+        if event.by != walk.acked_by:
+            return walk, [Ignored(TAKEN, f"already acknowledged by {walk.acked_by}", by=walk.acked_by)]
+        step.emit("caller_connected", by=event.by, contact=event.contact, channel=VOICE)
 
     else:  # pragma: no cover - the type union is closed
         raise TypeError(f"unknown event {event!r}")
@@ -642,6 +803,8 @@ def describe(event: Event) -> str:
         return f"{verb} by {event.by} {how}"
     if isinstance(event, Resolve):
         return f"resolve by {event.by or 'someone'}"
+    if isinstance(event, ConnectCaller):
+        return f"request by {event.by} to be connected to the caller"
     if isinstance(event, Open):
         return "repeated urgent message"
     return type(event).__name__

@@ -18,9 +18,10 @@ from escalator import clock, replies, twiml, walk
 from escalator.ack_tokens import AckTokens, InvalidToken
 from escalator.channels import twilio
 from escalator.channels.twilio import callback_url
-from escalator.answers import ACKNOWLEDGED, PASSED, UNKNOWN, Answer
+from escalator.answers import ACKNOWLEDGED, CONNECTED, PASSED, RENEWED, UNKNOWN, Answer
 from escalator.engine import Engine
 from escalator.logs import mask_phone
+from escalator.store import opt_outs
 from escalator.store.callbacks import HandledCallbacks
 from escalator.store.incidents import IncidentStore
 from escalator.store.sms_codes import STRIKES, SmsCodes
@@ -52,15 +53,23 @@ def answer_text(answer: Answer) -> str:
         return f"Everyone on the ladder has been paged for incident {incident}: there is nobody to pass it to."
     if answer.result == UNKNOWN:
         return f"There is no incident {incident}."
+    if answer.result == walk.NO_CALL:
+        return answer.reason[:1].upper() + answer.reason[1:] + "."
     return f"Incident {incident} has moved on to the next person."  # stale, or not on this leg
+
+
+def _reminding(incident: IncidentRow, contact: str) -> bool:
+    """Is this contact's expiring acknowledgement waiting on them (SPEC §11)?"""
+    return incident.status == walk.ACKNOWLEDGED and incident.deadline is not None and incident.acked_by == contact
 
 
 class Webhooks:
     def __init__(
         self, engine: Engine, store: IncidentStore, codes: SmsCodes, public_url: str, now: Callable[[], datetime] = clock.now,
-        tokens: AckTokens | None = None,
+        tokens: AckTokens | None = None, twilio_from: str | None = None,
     ):
         self.tokens = tokens
+        self.twilio_from = twilio_from  # calls to the caller are placed from it (SPEC §11)
         self.engine = engine
         self.store = store
         self.codes = codes
@@ -89,6 +98,8 @@ class Webhooks:
 
     async def _sms(self, phone: str, body: str, now: datetime) -> str | None:
         reply = replies.parse(body)
+        if reply.action in (replies.STOP, replies.START):
+            return await self._opt(phone, reply.action, now)
         if reply.action is None:
             return replies.HELP
         open_pages = await asyncio.to_thread(self.codes.open_pages, phone)
@@ -117,11 +128,24 @@ class Webhooks:
             answer = await self.engine.acknowledge(row.incident_id, row.contact, walk.SMS, row.contact)
         else:
             answer = await self.engine.pass_on(row.incident_id, row.contact, walk.SMS, row.contact, row.cycle, row.leg_index)
-        if answer.result == ACKNOWLEDGED:
-            return f"You have incident {row.incident_id}: {answer.summary}. Thank you."
+        if answer.result in (ACKNOWLEDGED, RENEWED):
+            caller = f" Caller: {answer.caller}." if answer.caller else ""  # SPEC §11: call them back from the text
+            if answer.result == RENEWED:
+                return f"Thank you: incident {row.incident_id} stays yours.{caller}"
+            return f"You have incident {row.incident_id}: {answer.summary}.{caller} Thank you."
         if answer.result == PASSED:
             return f"Passed on. The next person is being paged for incident {row.incident_id}."
         return answer_text(answer)
+
+    async def _opt(self, phone: str, action: str, now: datetime) -> None:
+        """STOP or START (SPEC §11). Twilio answers these itself (and would not deliver our reply to
+        a number that just opted out), so we say nothing: we only remember the number's choice."""
+        if action == replies.STOP:
+            if await asyncio.to_thread(opt_outs.opt_out, self.store.engine, phone, now, opt_outs.STOP_REPLY):
+                log.warning("%s texted STOP: its SMS pages fail until it texts START", mask_phone(phone))
+        elif await asyncio.to_thread(opt_outs.opt_in, self.store.engine, phone):
+            log.warning("%s texted START: its SMS pages go out again", mask_phone(phone))
+        return None
 
     async def _wrong_code(self, phone: str, code: str, now: datetime) -> str:
         """A code this number never had. Guesses are counted; at the limit the number's codes are
@@ -155,10 +179,13 @@ class Webhooks:
         if answered_by and answered_by.startswith(("machine", "fax")):
             await self.engine.note(incident_id, f"voice call to {page.contact} reached voicemail")
             return twiml.voicemail()
+        again = self._url("/twilio/voice", incident_id, key, attempt + 1) if attempt < twiml.PROMPT_ATTEMPTS else None
+        gather = self._url("/twilio/gather", incident_id, key, attempt)
+        if walk.is_reminder(key) and _reminding(incident, page.contact):
+            return twiml.reminder(incident.summary, gather, again)
         if incident.status not in walk.ACTIVE:
             return twiml.say_and_hang_up(closed_text(incident) + " Goodbye.")
-        again = self._url("/twilio/voice", incident_id, key, attempt + 1) if attempt < twiml.PROMPT_ATTEMPTS else None
-        return twiml.prompt(incident.summary, self._url("/twilio/gather", incident_id, key, attempt), again)
+        return twiml.prompt(incident.summary, gather, again)
 
     async def gather(self, incident_id: str, key: str, digits: str, attempt: int, call_sid: str) -> str:
         """A key was pressed: 1 takes it, 2 passes it on, star repeats. Once per call and prompt."""
@@ -179,11 +206,31 @@ class Webhooks:
             answer = await self.engine.acknowledge(incident_id, page.contact, walk.VOICE, page.contact)
         else:
             answer = await self.engine.pass_on(incident_id, page.contact, walk.VOICE, page.contact, page.cycle, page.leg_index)
-        if answer.result == ACKNOWLEDGED:
-            return twiml.say_and_hang_up(f"You have it. The incident is yours: {answer.summary}. Thank you. Goodbye.")
+        if answer.result in (ACKNOWLEDGED, RENEWED):
+            text = "Thank you. It stays yours." if answer.result == RENEWED else f"You have it. The incident is yours: {answer.summary}. Thank you."
+            offer = answer.caller is not None and self.twilio_from is not None  # SPEC §11: key 1 again dials the caller
+            return twiml.confirmed(text, self._url("/twilio/connect", incident_id, key, attempt) if offer else None)
         if answer.result == PASSED:
             return twiml.say_and_hang_up("Passed on. The next person is being paged. Goodbye.")
         return twiml.say_and_hang_up(answer_text(answer) + " Goodbye.")
+
+    async def connect(self, incident_id: str, key: str, digits: str, attempt: int, call_sid: str) -> str:
+        """After key 1's confirmation: key 1 again puts the acker through to the caller (SPEC §11).
+        Once per call: a replayed key press dials nobody twice."""
+        if digits != "1":
+            return twiml.say_and_hang_up("Goodbye.")
+        replayed = twiml.say_and_hang_up("That key press was already received. Goodbye.")
+        return await self._once(f"connect:{call_sid}:{incident_id}:{key}", lambda now: self._connect(incident_id, key), replayed)
+
+    async def _connect(self, incident_id: str, key: str) -> str:
+        incident, page = await self._page(incident_id, key)
+        if incident is None or page is None or not incident.caller or self.twilio_from is None:
+            return twiml.say_and_hang_up("There is no caller to connect you to. Goodbye.")
+        answer = await self.engine.connect_caller(incident_id, page.contact, page.contact)
+        if answer.result != CONNECTED or answer.caller is None:
+            return twiml.say_and_hang_up(answer_text(answer) + " Goodbye.")
+        log.info("connecting %s to the caller %s for incident %s", page.contact, mask_phone(answer.caller), incident_id)
+        return twiml.dial(answer.caller, self.twilio_from)
 
     # -- push ---------------------------------------------------------------------------------------
 
@@ -207,6 +254,8 @@ class Webhooks:
             answer = await self.engine.pass_on(incident_id, who, walk.PUSH, who, grant.cycle, grant.leg_index)
         incident = await asyncio.to_thread(self.store.get, incident_id)
         body = {"incident": incident_id, "status": incident.status, "acked_by": incident.acked_by}
+        if answer.caller and answer.result in (ACKNOWLEDGED, RENEWED):
+            body["caller"] = answer.caller  # SPEC §11: the app can offer to call them
         if answer.took_effect:
             return 200, body | {"result": answer.result}
         return 200, body | {"result": "unchanged", "reason": answer.result, "message": answer_text(answer)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from escalator import replies
 from escalator.replies import ACK, PASS, Reply, page_text, parse
 
 
@@ -28,7 +29,12 @@ from escalator.replies import ACK, PASS, Reply, page_text, parse
         ("on my way", Reply(None)),
         ("ACK 48", Reply(None)),
         ("ACK 4821 4822", Reply(None)),
-        ("STOP", Reply(None)),
+        ("STOP", Reply(replies.STOP)),
+        ("stop all", Reply(replies.STOP)),
+        ("Unsubscribe.", Reply(replies.STOP)),
+        ("START", Reply(replies.START)),
+        ("unstop", Reply(replies.START)),
+        ("STOP 4821", Reply(None)),
         ("ACK -4821", Reply(None)),
         ("ACK ٤٨٢١", Reply(ACK, "4821")),  # Arabic-Indic digits
         ("４８２１", Reply(ACK, "4821")),  # full-width digits

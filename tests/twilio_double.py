@@ -9,7 +9,10 @@ Twilio's own queues, when asked (`cps`, `mps`): calls beyond the account's calls
 `queued` and are placed one by one; texts beyond the sender's messages per second wait too, and a
 text that waited longer than its `ValidityPeriod` fails with error 30036 instead of being
 delivered. `POST Calls/{sid}.json Status=canceled` stops a call still queued or ringing (and
-leaves one in progress alone), as Twilio does. `quiet`: no status callbacks and no call flow (the
+leaves one in progress alone), as Twilio does. A `<Dial>` in the call's TwiML is recorded (who was
+dialled, from which caller id). Opt-outs as Twilio's Advanced Opt-Out keeps them: a number that
+texts STOP (`text_in`) is opted out before the text is forwarded to escalator, and a text to it is
+refused with error 21610 until it texts START. `quiet`: no status callbacks and no call flow (the
 benchmark's doubles only answer).
 """
 
@@ -30,12 +33,17 @@ from twilio.request_validator import RequestValidator
 from tests.harness import free_port
 
 
+OPT_OUT = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}  # Twilio's default keywords
+OPT_IN = {"START", "YES", "UNSTOP"}
+
+
 @dataclass
 class Call:
     sid: str
     to: str
     form: dict[str, str]
     said: list[str] = field(default_factory=list)  # everything escalator said on the call
+    dialed: list[tuple[str | None, list[str]]] = field(default_factory=list)  # each <Dial>: (callerId, numbers)
     statuses: list[str] = field(default_factory=list)
     state: str = "queued"  # queued → ringing → in-progress → completed, or canceled / busy / …
     created: float = 0.0  # time.monotonic() when the request arrived
@@ -75,6 +83,7 @@ class TwilioDouble:
         self.ring_s = 0.0  # how long a placed call rings before it is answered
         self.quiet = False  # accept and answer only: no call flow, no status callbacks
         self.cancels: list[str] = []  # call sids asked to be canceled
+        self.opted_out: set[str] = set()  # numbers that texted STOP (Twilio refuses texts to them: 21610)
         self._call_queue: asyncio.Queue[Any] | None = None  # Twilio's queues, made when first needed
         self._text_queue: asyncio.Queue[Any] | None = None
         self._ids = itertools.count(1)
@@ -152,10 +161,24 @@ class TwilioDouble:
                 return web.json_response({"sid": sid, "status": message.status})
         return web.json_response({"code": 20404, "message": "not found", "status": 404}, status=404)
 
+    async def text_in(self, sms_url: str, from_: str, body: str) -> tuple[int, str]:
+        """A person texts our number. Twilio acts on opt-out and opt-in keywords itself, then
+        forwards the text to the webhook all the same."""
+        word = " ".join(body.upper().split()).strip(" .!")
+        if word in OPT_OUT:
+            self.opted_out.add(from_)
+        elif word in OPT_IN:
+            self.opted_out.discard(from_)
+        return await self.post(sms_url, {"From": from_, "To": "+14155550100", "Body": body})
+
     async def _create_message(self, request: web.Request) -> web.Response:
         error, form, sid = await self._reply(request, "SM")
         if error:
             return error
+        if form.get("To") in self.opted_out:  # what Twilio answers for an unsubscribed recipient
+            body = {"code": 21610, "message": "Attempt to send to unsubscribed recipient",
+                    "more_info": "https://www.twilio.com/docs/errors/21610", "status": 400}
+            return web.json_response(body, status=400)
         message = Message(sid, form["To"], form["Body"], form, created=time.monotonic(), received=time.time())
         self.messages.append(message)
         if not self.quiet:
@@ -245,6 +268,7 @@ class TwilioDouble:
             assert status == 200, (status, xml)
             root = ET.fromstring(xml)
             call.said += [el.text or "" for el in root.iter("Say")]
+            call.dialed += [(el.get("callerId"), [n.text or "" for n in el.iter("Number")]) for el in root.iter("Dial")]
             gather = root.find("Gather")
             redirect = root.find("Redirect")
             if gather is not None and keys:

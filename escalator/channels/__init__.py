@@ -31,6 +31,8 @@ class Page:
     code: str | None = None  # the SMS code a reply refers to (SMS pages only)
     leg_index: int = 0
     test: bool = False  # `escalator contact test`: no incident behind it, nothing to acknowledge
+    reminder: bool = False  # asks the acker to confirm an expiring acknowledgement (SPEC §11)
+    caller: str | None = None  # the incident's caller, when the ladder offers it (SPEC §11; push data)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Outcome:
     ref: str | None = None
     reason: str | None = None
     dead_tokens: tuple[str, ...] = ()  # push tokens the provider says no longer exist
+    opted_out: bool = False  # the number texted STOP: the provider refuses texts to it (SPEC §11)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Delivery:
     ok: bool
 
 
+OPTED_OUT = "opted out of SMS (STOP)"  # SPEC §11: the reason an opted-out number's SMS pages fail
 TEST_TEXT = "Test page from escalator: this phone receives pages. No reply needed."
 
 

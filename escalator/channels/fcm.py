@@ -92,8 +92,12 @@ class FcmChannel:
 
     def _message(self, page: Page, token: str, ack_token: str) -> messaging.Message:
         base = f"{self.public_url}/api/v1/incidents/{page.incident_id}"
+        title = "Still on it?" if page.reminder else "Urgent incident"  # an expiring acknowledgement's reminder (SPEC §11)
+        extra = {"caller": page.caller} if page.caller else {}
+        if page.reminder:
+            extra["reminder"] = "true"
         aps = messaging.Aps(
-            alert=messaging.ApsAlert(title="Urgent incident", body=page.summary), sound="default",
+            alert=messaging.ApsAlert(title=title, body=page.summary), sound="default",
             custom_data={"interruption-level": "critical" if self.critical else "time-sensitive"},
         )
         with warnings.catch_warnings():  # `token` is deprecated for `fid` in 7.x; contacts hold registration tokens
@@ -102,9 +106,9 @@ class FcmChannel:
                 token=token,
                 data={
                     "incident_id": page.incident_id, "summary": page.summary, "ack_token": ack_token, "test": str(page.test).lower(),
-                    "ack_url": f"{base}/ack", "pass_url": f"{base}/pass", "leg": page.leg,
+                    "ack_url": f"{base}/ack", "pass_url": f"{base}/pass", "leg": page.leg, **extra,
                 },
-                notification=messaging.Notification(title="Urgent incident", body=page.summary),
+                notification=messaging.Notification(title=title, body=page.summary),
                 android=messaging.AndroidConfig(priority="high", ttl=timedelta(seconds=max(1, int(page.window_s)))),  # what is left of the window
                 apns=messaging.APNSConfig(headers={"apns-priority": "10"}, payload=messaging.APNSPayload(aps=aps)),
             )

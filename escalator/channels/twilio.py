@@ -19,7 +19,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from escalator import replies, resilience
-from escalator.channels import TEST_TEXT, Delivery, Outcome, Page, describe
+from escalator.channels import OPTED_OUT, TEST_TEXT, Delivery, Outcome, Page, describe
 from escalator.ladders import Contact
 from escalator.provider_queue import CANCEL, NOTICE, Abandoned, ProviderQueue
 from escalator.resilience import BreakerOpen, CircuitBreaker, ProviderError
@@ -31,6 +31,15 @@ IN_FLIGHT = 32  # requests to Twilio at once (voice and SMS together); the rest 
 MAX_VALIDITY_S = 36_000  # Twilio's largest ValidityPeriod (10 hours)
 CANCEL_WITHIN_S = 10.0
 NOTICE_WITHIN_S = 30.0
+UNSUBSCRIBED_RECIPIENT = 21610  # Twilio: "Attempt to send to unsubscribed recipient" (the number texted STOP)
+
+
+class OptedOut(ProviderError):
+    """Twilio refused a text with error 21610: the number opted out. A permanent refusal like any
+    4xx (not retried, not held against the provider), told apart so the number is marked."""
+
+    def __init__(self) -> None:
+        super().__init__(OPTED_OUT, transient=False)
 
 
 class _HttpClient(AsyncTwilioHttpClient):
@@ -132,6 +141,9 @@ class TwilioChannel:
         deadline = self.clock() + page.window_s
         try:
             ref = await resilience.call(lambda: self._create(page, deadline), self.breaker, deadline, clock=self.clock, queue=self.queue)
+        except OptedOut:
+            log.warning("%s page failed: %s", describe(page), OPTED_OUT)
+            return Outcome(False, reason=OPTED_OUT, opted_out=True)
         except (BreakerOpen, ProviderError, Abandoned) as exc:
             log.warning("%s page failed: %s", describe(page), exc.reason)
             return Outcome(False, reason=exc.reason)
@@ -144,7 +156,12 @@ class TwilioChannel:
         voice_path = "/twilio/test-call" if page.test else "/twilio/voice"
         try:
             if self.name == "sms":
-                body = TEST_TEXT if page.test else replies.page_text(page.summary, page.code or "")
+                if page.test:
+                    body = TEST_TEXT
+                elif page.reminder:
+                    body = replies.reminder_text(page.summary, page.code or "")
+                else:
+                    body = replies.page_text(page.summary, page.code or "")
                 # Twilio queues texts beyond the number's rate (1 segment/s for a long code) and would
                 # deliver a late one long after its leg; with a validity period it fails instead
                 # (error 30036, a `failed` status callback), which feeds the "nobody reachable" rule.
@@ -161,6 +178,8 @@ class TwilioChannel:
             )
             return str(call.sid)
         except TwilioRestException as exc:
+            if exc.code == UNSUBSCRIBED_RECIPIENT:
+                raise OptedOut from None
             raise ProviderError.from_status(exc.status, str(exc.msg)[:200]) from None
 
     async def cancel(self, ref: str) -> None:

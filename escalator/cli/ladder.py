@@ -27,6 +27,7 @@ from escalator.cli.common import (
 from escalator.errors import InvalidInput, Problem
 from escalator.ladders import (
     Channel,
+    AckExpiry,
     Duration,
     Identifier,
     Ladder,
@@ -195,6 +196,8 @@ def show(
     out.print(styled((d.name, "bold"), f" v{v.version}" + (f" — {d.description}" if d.description else "")))
     out.print(
         f"time zone {d.timezone} · window {format_duration(d.ack_timeout)} per leg · cycles {_cycles(d)} · "
+        f"acknowledgements {'expire after ' + format_duration(d.ack_expires) if d.ack_expires else 'do not expire'} · "
+        f"{'offers' if d.connect_caller else 'does not offer'} the caller · "
         f"changed {when(v.created_at, d.timezone)} by {v.actor}"
     )
     table = Table("#", "leg", "contacts", "channels", "window")
@@ -449,6 +452,8 @@ def set_(
     cycles: Annotated[int | None, typer.Option("--cycles", help="Walks of the whole ladder; 0 = until acknowledged.")] = None,
     description: Annotated[str | None, typer.Option("--description")] = None,
     timezone: Annotated[str | None, typer.Option("--timezone", help="IANA name, e.g. America/Chicago.")] = None,
+    ack_expires: Annotated[str | None, typer.Option("--ack-expires", help="Acknowledgements expire after this (5m..24h), or 'off'.")] = None,
+    connect_caller: Annotated[bool | None, typer.Option("--connect-caller/--no-connect-caller", help="Offer the acker a call to the caller.")] = None,
     actor: ActorOpt = None,
     comment: CommentOpt = None,
     as_json: JsonOpt = False,
@@ -457,11 +462,15 @@ def set_(
     changes: dict[str, object] = {}
     if ack_timeout is not None:
         changes["ack_timeout"] = validate_value(Duration, ack_timeout, "--ack-timeout")
-    for key, value in (("cycles", cycles), ("description", description), ("timezone", timezone)):
+    if ack_expires is not None:
+        changes["ack_expires"] = None if ack_expires.strip().lower() == "off" else validate_value(AckExpiry, ack_expires, "--ack-expires")
+    for key, value in (("cycles", cycles), ("description", description), ("timezone", timezone), ("connect_caller", connect_caller)):
         if value is not None:
             changes[key] = value
     if not changes:
-        raise InvalidInput(Problem("nothing to change: give --ack-timeout, --cycles, --description or --timezone"))
+        raise InvalidInput(Problem(
+            "nothing to change: give --ack-timeout, --cycles, --description, --timezone, --ack-expires or --connect-caller"
+        ))
 
     def edit(ladder: Ladder) -> Ladder:
         try:

@@ -37,7 +37,9 @@ from escalator.store.tables import (
     LadderVersionRow,
     OutboxRow,
     PageRow,
+    SmsOptOutRow,
 )
+from escalator.store import opt_outs
 from escalator.walk import Emit, Event, Ignored, PageCmd, PageFailed, PageSent, Plan, Recorded, Walk
 
 EVENT_PREFIX = "escalations"
@@ -49,7 +51,7 @@ _INCIDENTS, _PAGES, _NOTES = IncidentRow.__table__, PageRow.__table__, IncidentN
 _READ_INCIDENT = (
     sa.select(
         _INCIDENTS.c.plan, _INCIDENTS.c.state, _INCIDENTS.c.status, _INCIDENTS.c.summary, _INCIDENTS.c.acked_by,
-        _INCIDENTS.c.closed_at, _INCIDENTS.c.opened_at,
+        _INCIDENTS.c.closed_at, _INCIDENTS.c.opened_at, _INCIDENTS.c.caller,
     ).where(_INCIDENTS.c.id == sa.bindparam("id")).with_for_update()
 )
 _STATUS = sa.select(_INCIDENTS.c.status).where(_INCIDENTS.c.id == sa.bindparam("id"))
@@ -64,10 +66,14 @@ _READ_PAGES = sa.select(_PAGES.c.key, _PAGES.c.status, _PAGES.c.ref, _PAGES.c.re
 _LADDER_HEAD = sa.select(LadderRow.__table__.c.version, LadderRow.__table__.c.deleted_at).where(
     LadderRow.__table__.c.name == sa.bindparam("name")
 )
-_CONTACTS_T, _DEAD_T = ContactRow.__table__, DeadPushTokenRow.__table__
-_CONTACTS = (  # with the push tokens FCM reported dead (one row per dead token, NULL for none)
-    sa.select(_CONTACTS_T.c.id, _CONTACTS_T.c.name, _CONTACTS_T.c.phone, _CONTACTS_T.c.push_tokens, _DEAD_T.c.token)
-    .select_from(_CONTACTS_T.outerjoin(_DEAD_T, _DEAD_T.c.contact_id == _CONTACTS_T.c.id))
+_CONTACTS_T, _DEAD_T, _OPTED_T = ContactRow.__table__, DeadPushTokenRow.__table__, SmsOptOutRow.__table__
+_CONTACTS = (  # with the push tokens FCM reported dead (one row per dead token, NULL for none), and
+    # whether the number opted out of SMS (SPEC §11): one statement however many people a step pages
+    sa.select(_CONTACTS_T.c.id, _CONTACTS_T.c.name, _CONTACTS_T.c.phone, _CONTACTS_T.c.push_tokens, _DEAD_T.c.token,
+              _OPTED_T.c.phone.label("opted_out"))
+    .select_from(
+        _CONTACTS_T.outerjoin(_DEAD_T, _DEAD_T.c.contact_id == _CONTACTS_T.c.id).outerjoin(_OPTED_T, _OPTED_T.c.phone == _CONTACTS_T.c.phone)
+    )
     .where(_CONTACTS_T.c.id.in_(sa.bindparam("ids", expanding=True)))
 )
 _UPDATE_PAGE = sa.update(_PAGES).where(_PAGES.c.incident_id == sa.bindparam("_id"), _PAGES.c.key == sa.bindparam("_key"))
@@ -96,6 +102,13 @@ class NewIncident:
     details: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class Standing:
+    status: str
+    owner: str | None
+    driven: bool  # a timer or pages still to drive (walk.driven)
+
+
 @dataclass
 class StepResult:
     """What a step decided, with what the shell needs to carry the commands out."""
@@ -108,6 +121,8 @@ class StepResult:
     opened_at: datetime | None = None
     codes: dict[str, str] = field(default_factory=dict)  # SMS page key → its reply code
     ignored: Ignored | None = None  # unchanged: why (from the walk)
+    caller: str | None = None  # the incident's caller (SPEC §11: in push data, offered to the acker)
+    opted_out: frozenset[str] = frozenset()  # contacts among `contacts` whose number opted out of SMS (SPEC §11)
 
 
 def build_plan(ladder: Ladder, version: int, contacts: dict[str, Contact], window_scale: float = 1.0) -> Plan:
@@ -123,7 +138,8 @@ def build_plan(ladder: Ladder, version: int, contacts: dict[str, Contact], windo
         window = ladder.window(index) * window_scale
         window = int(window) if window == int(window) else window
         legs.append(walk_.LegPlan(leg.name, window, tuple(targets), leg.schedules, leg.channels if leg.schedules else ()))
-    return Plan(ladder.name, version, ladder.cycles, tuple(legs))
+    expires = ladder.ack_expires * window_scale if ladder.ack_expires is not None else None
+    return Plan(ladder.name, version, ladder.cycles, tuple(legs), expires, ladder.connect_caller)
 
 
 class IncidentStore:
@@ -179,7 +195,8 @@ class IncidentStore:
             contacts = self._contacts(tx, {c.contact for c in commands if isinstance(c, PageCmd)})
         self._record(tx, walk, commands, now)
         codes = self._codes(tx, new.id, commands, contacts, now, fresh=True)
-        return StepResult("opened", walk, commands, new.summary, contacts, now, codes)
+        return StepResult("opened", walk, commands, new.summary, contacts, now, codes, caller=new.caller,
+                          opted_out=tx.opted_out & contacts.keys())
 
     def _repeated(self, tx: Tx, incident_id: str, status: str | None, now: datetime) -> StepResult:
         self._note(tx, incident_id, now, f"repeated urgent message ignored (incident is {status})")
@@ -226,13 +243,15 @@ class IncidentStore:
             if why.noteworthy:
                 self._note(tx, incident_id, now, f"{walk_.describe(each)} changed nothing: {why.reason}")
         if not commands:
-            return StepResult("unchanged", walk, [], row.summary, ignored=ignored[-1][1] if ignored else None)
+            return StepResult("unchanged", walk, [], row.summary, ignored=ignored[-1][1] if ignored else None, caller=row.caller)
         values: dict[str, Any] = dict(status=new_walk.status, deadline=new_walk.deadline, state=new_walk.to_dict(), updated_at=now)
-        if new_walk.acked_by and not row.acked_by:
-            values["acked_by"] = new_walk.acked_by
+        if new_walk.acked_by != row.acked_by and (new_walk.acked_by or new_walk.status in walk_.ACTIVE):
+            values["acked_by"] = new_walk.acked_by  # taken, or open again (an expired acknowledgement)
         if new_walk.status in (walk_.ACKNOWLEDGED, walk_.RESOLVED) and row.closed_at is None:
             values["closed_at"] = now
-        if new_walk.status not in walk_.ACTIVE:  # nothing left to drive
+        elif new_walk.status in walk_.ACTIVE and row.closed_at is not None:
+            values["closed_at"] = None
+        if not walk_.driven(new_walk.status, new_walk.deadline is not None):  # nothing left to drive
             values["owner"] = None
         elif any(isinstance(c, (walk_.ArmWindow, PageCmd)) for c in commands):
             values["owner"] = self.replica  # its window and pages are ours now (a crash: re-sent by the next owner)
@@ -241,7 +260,8 @@ class IncidentStore:
         contacts = self._contacts(tx, wanted)
         self._record(tx, new_walk, commands, now)
         codes = self._codes(tx, incident_id, commands, contacts, now)
-        return StepResult("changed", new_walk, commands, row.summary, contacts, row.opened_at, codes)
+        return StepResult("changed", new_walk, commands, row.summary, contacts, row.opened_at, codes, caller=row.caller,
+                          opted_out=tx.opted_out & contacts.keys())
 
     @staticmethod
     def _update_pages(tx: Tx, incident_id: str, changed: dict[str, dict[str, Any]], now: datetime) -> None:
@@ -267,7 +287,8 @@ class IncidentStore:
     # -- recovery -----------------------------------------------------------------------------------
 
     def windows_of(self, incident_ids: Iterable[str]) -> list[tuple[str, int, int, datetime]]:
-        """(incident, cycle, leg index, deadline) of those incidents this replica drives that wait on a window."""
+        """(incident, cycle, slot, deadline) of those incidents this replica drives that wait on a timer:
+        a leg's window (slot = leg index) or an acknowledgement's (walk.ACK_TIMER + n, SPEC §11)."""
         ids = sorted(set(incident_ids))
         out = []
         with read_session(self.engine) as session:
@@ -278,22 +299,28 @@ class IncidentStore:
                 state = IncidentRow.__table__.c.state
                 rows = session.execute(
                     sa.select(IncidentRow.id, IncidentRow.status, IncidentRow.owner, state["cycle"].as_integer(),
-                              state["leg_index"].as_integer(), IncidentRow.deadline).where(IncidentRow.id.in_(chunk))
+                              state["leg_index"].as_integer(), state["ack_timer"].as_integer(), IncidentRow.deadline)
+                    .where(IncidentRow.id.in_(chunk))
                 )
-                out += [(i, int(c), int(leg), d) for i, status, owner, c, leg, d in rows
-                        if status == walk_.OPEN and owner == self.replica and d is not None]
+                for i, status, owner, c, leg, timer, d in rows:
+                    if owner != self.replica or d is None:
+                        continue
+                    if status == walk_.OPEN:
+                        out.append((i, int(c), int(leg), d))
+                    elif status == walk_.ACKNOWLEDGED:
+                        out.append((i, int(c), walk_.ACK_TIMER + int(timer or 0), d))
         return out
 
-    def statuses(self, incident_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
-        """incident → (status, owner)."""
+    def statuses(self, incident_ids: Iterable[str]) -> dict[str, Standing]:
+        """incident → its status, owner, and whether it still needs driving."""
         ids = sorted(set(incident_ids))
-        out: dict[str, tuple[str, str | None]] = {}
+        out: dict[str, Standing] = {}
         with read_session(self.engine) as session:
             for chunk in _chunks(ids):
                 rows = session.execute(
-                    sa.select(IncidentRow.id, IncidentRow.status, IncidentRow.owner).where(IncidentRow.id.in_(chunk))
+                    sa.select(IncidentRow.id, IncidentRow.status, IncidentRow.owner, IncidentRow.deadline).where(IncidentRow.id.in_(chunk))
                 )
-                out.update({i: (status, owner) for i, status, owner in rows})
+                out.update({i: Standing(status, owner, walk_.driven(status, deadline is not None)) for i, status, owner, deadline in rows})
         return out
 
     def unsent_pages(self, incident_ids: Iterable[str]) -> list[tuple[str, PageCmd, bool]]:
@@ -351,7 +378,8 @@ class IncidentStore:
         row.resent, row.updated_at = True, now
         contacts = self._contacts(tx, {page.contact})
         codes = self._codes(tx, incident_id, [page], contacts, now)
-        return StepResult("resend", walk, [page], incident.summary, contacts, codes=codes)
+        return StepResult("resend", walk, [page], incident.summary, contacts, codes=codes, caller=incident.caller,
+                          opted_out=tx.opted_out & contacts.keys())
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -437,6 +465,7 @@ class IncidentStore:
         if missing:
             rows = tx.read(_CONTACTS, {"ids": sorted(missing)}).all()
             dead = {(r.id, r.token) for r in rows if r.token is not None}
+            tx.opted_out.update(r.id for r in rows if r.opted_out is not None)
             known.update(dict.fromkeys(missing))
             for r in rows:
                 known[r.id] = Contact.model_construct(
@@ -461,6 +490,10 @@ class IncidentStore:
             name: tuple(walk_.Reach(c, bool(contacts[c].phone), bool(contacts[c].push_tokens)) for c in ids if c in contacts)
             for name, ids in people.items()
         }
+
+    def opt_out(self, phone: str, now: datetime, source: str) -> bool:
+        """The provider refused a text: the number opted out (escalator.store.opt_outs)."""
+        return opt_outs.opt_out(self.engine, phone, now, source)
 
     def retire_push_tokens(self, contact_id: str, tokens: Iterable[str], now: datetime) -> None:
         """Tokens FCM reported UNREGISTERED: skipped from now on (they stay on the contact for the operator)."""

@@ -4,7 +4,7 @@ Each running replica has one row in `replicas` whose `lease_until` it renews eve
 lease; that one row is the lease on every incident whose `owner` it is. Renewing is one row
 whatever the number of open incidents, and never locks an incident a step is working on.
 
-An active incident is free to claim when it has no owner or its owner's lease has run out (the
+An active incident (or an acknowledged one whose acknowledgement expires, SPEC §11) is free to claim when it has no owner or its owner's lease has run out (the
 replica died, or stalled longer than a lease). The replica that runs a step arming a window takes
 ownership in that same step (escalator.store.incidents), so ingest spreads incidents across
 replicas and a hand-over needs no coordination. Ownership only decides who keeps the timer: the row
@@ -36,6 +36,18 @@ def _active() -> sa.ColumnElement[bool]:
     index applies: SQLite then read every active incident for each claim, owned or not, which made
     the claims of a 100,000-incident restart quadratic (40 ms a round at the end)."""
     return IncidentRow.status.in_(sa.bindparam("active", list(walk_.ACTIVE), expanding=True, literal_execute=True))
+
+
+def _timed() -> sa.ColumnElement[bool]:
+    """An acknowledged incident whose acknowledgement expires (SPEC §11) still has a timer to drive:
+    `status = 'acknowledged' AND deadline IS NOT NULL`, with the status written into the SQL so the
+    planner reads just those through ix_incidents_status_deadline (never every acknowledged one)."""
+    return sa.and_(
+        IncidentRow.status == sa.bindparam("acknowledged", walk_.ACKNOWLEDGED, literal_execute=True), IncidentRow.deadline.is_not(None)
+    )
+
+
+DRIVEN = (_active, _timed)  # the incidents a replica drives: each with its own partial index
 
 
 class Leases:
@@ -77,23 +89,20 @@ class Leases:
             # Unowned first, then the dead's: two index reads (`owner IS NULL OR owner IN (…)` in one
             # makes SQLite read every active incident instead).
             ids: list[str] = []
-            for whose in (IncidentRow.owner.is_(None), gone):
-                if whose is None or len(ids) >= limit:
-                    continue
-                query = sa.select(IncidentRow.id).where(_active(), whose).limit(limit - len(ids)).with_for_update(skip_locked=True)
-                ids += session.scalars(query)
+            for driven in DRIVEN:
+                for whose in (IncidentRow.owner.is_(None), gone):
+                    if whose is None or len(ids) >= limit:
+                        continue
+                    query = sa.select(IncidentRow.id).where(driven(), whose).limit(limit - len(ids)).with_for_update(skip_locked=True)
+                    ids += session.scalars(query)
             if ids:
                 session.execute(sa.update(IncidentRow).where(IncidentRow.id.in_(ids)).values(owner=self.replica))
             return ids
 
     def kept(self) -> set[str]:
-        """The active incidents in this replica's name (an index read: no locks)."""
+        """The driven incidents in this replica's name (index reads: no locks)."""
         with read_session(self.engine) as session:
-            return set(
-                session.scalars(
-                    sa.select(IncidentRow.id).where(IncidentRow.owner == self.replica, _active())
-                )
-            )
+            return {i for driven in DRIVEN for i in session.scalars(sa.select(IncidentRow.id).where(IncidentRow.owner == self.replica, driven()))}
 
     def release(self) -> int:
         """On shutdown: everything we drive becomes claimable at once by the other replicas."""
@@ -110,9 +119,12 @@ class Leases:
             return result.rowcount or 0
 
     def owners(self, incident_ids: Iterable[str] | None = None) -> dict[str, str | None]:
-        """incident → owner, of active incidents (for tests and operators)."""
+        """incident → owner, of driven incidents (for tests and operators)."""
+        out: dict[str, str | None] = {}
         with read_session(self.engine) as session:
-            query = sa.select(IncidentRow.id, IncidentRow.owner).where(_active())
-            if incident_ids is not None:
-                query = query.where(IncidentRow.id.in_(list(incident_ids)))
-            return {i: o for i, o in session.execute(query)}
+            for driven in DRIVEN:
+                query = sa.select(IncidentRow.id, IncidentRow.owner).where(driven())
+                if incident_ids is not None:
+                    query = query.where(IncidentRow.id.in_(list(incident_ids)))
+                out.update({i: o for i, o in session.execute(query)})
+        return out

@@ -136,13 +136,18 @@ class SmsCodes:
             digits += 1  # every 4-digit code used for this number in 72 h: longer codes
 
     def open_pages(self, phone: str) -> list[SmsCodeRow]:
-        """Pages to this number whose incident still waits for somebody, newest first."""
+        """Pages to this number whose incident still waits for somebody, newest first; and the
+        acker's pages of an incident whose acknowledgement expires (SPEC §11): their reply confirms it."""
+        waiting = sa.or_(
+            IncidentRow.status.in_(walk.ACTIVE),
+            sa.and_(IncidentRow.status == walk.ACKNOWLEDGED, IncidentRow.deadline.is_not(None), IncidentRow.acked_by == SmsCodeRow.contact),
+        )
         with read_session(self.engine) as session:
             return list(
                 session.scalars(
                     sa.select(SmsCodeRow)
                     .join(IncidentRow, IncidentRow.id == SmsCodeRow.incident_id)
-                    .where(SmsCodeRow.phone == phone, IncidentRow.status.in_(walk.ACTIVE), SmsCodeRow.replaced_at.is_(None))
+                    .where(SmsCodeRow.phone == phone, waiting, SmsCodeRow.replaced_at.is_(None))
                     .order_by(SmsCodeRow.created_at.desc(), SmsCodeRow.id.desc())
                 )
             )

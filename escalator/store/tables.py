@@ -282,6 +282,29 @@ class SmsStrikeRow(SQLModel, table=True):
     at: datetime = _ts()
 
 
+class SmsOptOutRow(SQLModel, table=True):
+    """A phone number that texted STOP (or that Twilio refused with error 21610): its SMS pages fail
+    at once until it texts START (SPEC §11). Kept by number, as Twilio keeps it."""
+
+    __tablename__ = "sms_opt_outs"
+
+    phone: str = Field(primary_key=True, max_length=16)
+    at: datetime = _ts()
+    source: str = Field(max_length=64)  # how we learned it: "STOP reply", "Twilio error 21610"
+
+
+class HeartbeatRow(SQLModel, table=True):
+    """A publisher known from its heartbeats (SPEC §11): silent for 3 intervals, it opens an incident."""
+
+    __tablename__ = "heartbeats"
+
+    source: str = Field(primary_key=True, max_length=128)
+    interval_s: int
+    first_at: datetime = _ts()
+    last_at: datetime = _ts()  # its last heartbeat
+    incident_id: str | None = Field(default=None, max_length=128)  # the incident its current silence opened
+
+
 class DeadPushTokenRow(SQLModel, table=True):
     """A push token FCM reported UNREGISTERED: kept on the contact for the operator, skipped for paging."""
 

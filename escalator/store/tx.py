@@ -29,6 +29,7 @@ class Tx:
     writes: int = 0
     ladder_heads: dict[str, Any] = field(default_factory=dict)  # name → (version, deleted_at), read once per transaction
     contacts: dict[str, Any] = field(default_factory=dict)  # id → Contact or None, read once per transaction
+    opted_out: set[str] = field(default_factory=set)  # of those contacts, whose number opted out of SMS
     rosters: dict[str, Any] = field(default_factory=dict)  # schedule → (schedule, overrides) or None (escalator.store.rosters)
     code_requests: list[Any] = field(default_factory=list)  # SMS pages whose reply codes are allocated before commit
     codes_given: dict[str, set[str]] = field(default_factory=dict)  # phone → codes given in this transaction

@@ -36,6 +36,8 @@ class Webhooks(Protocol):
 
     async def gather(self, incident_id: str, key: str, digits: str, attempt: int, call_sid: str) -> str: ...
 
+    async def connect(self, incident_id: str, key: str, digits: str, attempt: int, call_sid: str) -> str: ...
+
     async def status(self, incident_id: str, key: str, channel: str, status: str, error_code: str | None) -> None: ...
 
     async def push(self, incident_id: str, bearer: str | None, action: str) -> tuple[int, dict[str, Any]]: ...
@@ -152,6 +154,14 @@ def twilio_routes(
         )
         return Response(body, media_type=XML)
 
+    async def connect(form: dict[str, str], q: dict[str, str]) -> Response:
+        if not form.get("CallSid"):
+            return PlainTextResponse("CallSid is missing\n", status_code=400)
+        body = await hooks.connect(  # type: ignore[union-attr]
+            q.get("incident", ""), q.get("key", ""), form.get("Digits", ""), _attempt(q), form["CallSid"]
+        )
+        return Response(body, media_type=XML)
+
     async def test_call(form: dict[str, str], q: dict[str, str]) -> Response:
         return Response(twiml.test_call(), media_type=XML)
 
@@ -164,6 +174,7 @@ def twilio_routes(
         route("/twilio/sms", sms),
         route("/twilio/voice", voice),
         route("/twilio/gather", gather),
+        route("/twilio/connect", connect),
         route("/twilio/status", status),
         route("/twilio/test-call", test_call),
     ]
