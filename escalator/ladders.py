@@ -321,6 +321,26 @@ def reference_problems(
     return problems
 
 
+def opted_out_warnings(
+    ladder: Ladder, contacts: Mapping[str, Contact], schedules: Mapping[str, Collection[str]], opted_out: Collection[str]
+) -> list[str]:
+    """Legs that rely on the SMS of a number that opted out (SPEC §11): those texts will fail until
+    the number texts START. `schedules`: schedule id → the contacts its rotations name."""
+    lines = []
+    for leg in ladder.legs:
+        if "sms" not in leg.channels:
+            continue
+        people = list(leg.contacts) + [c for s in leg.schedules for c in sorted(schedules.get(s, ()))]
+        for contact_id in dict.fromkeys(people):
+            contact = contacts.get(contact_id)
+            if contact is not None and contact.phone in opted_out:
+                lines.append(
+                    f"warning: ladder {ladder.name!r} leg {leg.name!r} texts {contact_id}, but {contact.phone} opted out of "
+                    f"SMS (STOP): those texts fail until the number texts START"
+                )
+    return lines
+
+
 def unsuited(contacts: Mapping[str, Contact], contact_id: str, leg: Leg) -> str | None:
     """Why a contact cannot be on a leg (unknown, or lacking the phone or token its channels need)."""
     contact = contacts.get(contact_id)

@@ -325,3 +325,41 @@ def test_contact_test_in_dry_run(applied: Cli) -> None:
     assert [line.split(" (")[0] for line in result.stdout.splitlines()] == ["voice: dry-run", "sms: dry-run", "push: dry-run"]
     assert applied("contact", "test", "nobody").exit_code == 2
     assert "'fax' is not one of" in applied("contact", "test", "alice", "--channel", "fax").stderr
+
+
+def test_an_opted_out_number_shows_in_contact_list_and_is_warned_about_on_apply_and_validate(applied: Cli, tmp_path: Path) -> None:
+    from escalator import clock
+    from escalator.store import opt_outs
+    from escalator.store.db import make_engine
+
+    engine = make_engine(applied.env["ESCALATOR_DATABASE_URL"])
+    try:
+        opt_outs.opt_out(engine, "+14155550102", clock.now(), opt_outs.STOP_REPLY)  # bob texted STOP
+        listed = {c["id"]: c for c in json.loads(applied("contact", "list", "--json").stdout)}
+        assert listed["bob"]["sms_opted_out"]["source"] == "STOP reply" and listed["alice"]["sms_opted_out"] is None
+        assert "opted out (STOP)" in applied("contact", "list").stdout
+        for command in (("apply", tmp_path / "l"), ("ladder", "validate", tmp_path / "l")):
+            result = applied(*command)
+            assert result.exit_code == 0, result.output  # a warning, not a refusal
+            warned = [line for line in result.stderr.splitlines() if "opted out of SMS" in line]
+            # bob is texted on the secondary and the fallback leg; nobody else opted out
+            assert [("'secondary'" in w, "'fallback'" in w, "texts bob" in w) for w in warned] == [(True, False, True), (False, True, True)]
+        opt_outs.opt_in(engine, "+14155550102")  # START
+        assert "opted out" not in applied("ladder", "validate", tmp_path / "l").stderr
+    finally:
+        engine.dispose()
+
+
+def test_ladder_set_turns_expiring_acknowledgements_and_the_caller_offer_on_and_off(applied: Cli) -> None:
+    assert applied("ladder", "set", "night", "--ack-expires", "30m", "--no-connect-caller").exit_code == 0
+    shown = ladder_json(applied)
+    assert (shown["definition"]["ack_expires"], shown["definition"]["connect_caller"]) == ("1800s", False), shown
+    assert "acknowledgements expire after 1800s" in applied("ladder", "show", "night").stdout
+    history = applied("ladder", "history", "night").stdout
+    assert "ack_expires off → 1800s" in history and "connect_caller True → False" in history
+    for bad in ("4m", "25h", "soon"):
+        refused = applied("ladder", "set", "night", "--ack-expires", bad)
+        assert refused.exit_code == 2 and "--ack-expires" in refused.stderr, refused.output
+    assert applied("ladder", "set", "night", "--ack-expires", "off", "--connect-caller").exit_code == 0
+    shown = ladder_json(applied)
+    assert "ack_expires" not in shown["definition"] and "connect_caller" not in shown["definition"]

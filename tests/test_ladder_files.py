@@ -31,6 +31,10 @@ CASES = {
     "leg window": (
         "ladder: a\nlegs:\n  - name: p\n    contacts: [alice]\n    ack_timeout: 2h\n", 5, "legs[0].ack_timeout", "between"
     ),
+    "ack expiry too short": ("ladder: a\nack_expires: 4m\nlegs:\n" + GOOD_LEG, 2, "ack_expires", "between 5m and 24h"),
+    "ack expiry too long": ("ladder: a\nack_expires: 25h\nlegs:\n" + GOOD_LEG, 2, "ack_expires", "between 5m and 24h"),
+    "ack expiry gibberish": ("ladder: a\nack_expires: later\nlegs:\n" + GOOD_LEG, 2, "ack_expires", "not a duration"),
+    "connect_caller as text": ("ladder: a\nconnect_caller: 'no'\nlegs:\n" + GOOD_LEG, 2, "connect_caller", "true or false"),
     "bad timezone": ("ladder: a\ntimezone: Mars/Olympus\nlegs:\n" + GOOD_LEG, 2, "timezone", "IANA"),
     "negative cycles": ("ladder: a\ncycles: -1\nlegs:\n" + GOOD_LEG, 2, "cycles", "at least 0"),
     "cycles as text": ("ladder: a\ncycles: two\nlegs:\n" + GOOD_LEG, 2, "cycles", "whole number"),

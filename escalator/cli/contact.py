@@ -11,6 +11,7 @@ from escalator import clock
 from escalator.cli.common import ActorOpt, CommentOpt, JsonOpt, actor_of, console, print_json, state, when
 from escalator.errors import InvalidInput, Problem
 from escalator.ladders import Contact, Identifier, build_contact, validate_value
+from escalator.store import opt_outs
 
 app = typer.Typer(help="Manage contacts (the people ladders page).", no_args_is_help=True)
 
@@ -102,22 +103,32 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """List contacts."""
-    records = state(ctx).catalog.contacts(include_removed=include_removed)
+    catalog = state(ctx).catalog
+    records = catalog.contacts(include_removed=include_removed)
+    opted = opt_outs.opted_out(catalog.engine)  # numbers that texted STOP (SPEC §11)
+
+    def opted_out(phone: str | None) -> dict[str, object] | None:
+        row = opted.get(phone or "")
+        return {"at": row.at, "source": row.source} if row else None
+
     if as_json:
         print_json(
             [
                 r.contact.to_document()
                 | {"push_tokens": list(r.contact.push_tokens), "phone": r.contact.phone}
                 | {"version": r.version, "updated_at": r.updated_at, "updated_by": r.updated_by, "removed": r.removed}
+                | {"sms_opted_out": opted_out(r.contact.phone)}
                 for r in records
             ]
         )
         return
-    table = Table("id", "name", "phone", "push tokens", "version", "changed", "by")
+    table = Table("id", "name", "phone", "sms", "push tokens", "version", "changed", "by")
     for r in records:
         c = r.contact
+        out = opted.get(c.phone or "")
+        sms = "—" if not c.phone else f"opted out (STOP) {when(out.at)}" if out else "ok"
         table.add_row(
-            c.id + (" (removed)" if r.removed else ""), c.name, c.phone or "—", str(len(c.push_tokens)),
+            c.id + (" (removed)" if r.removed else ""), c.name, c.phone or "—", sms, str(len(c.push_tokens)),
             str(r.version), when(r.updated_at), r.updated_by,
         )
     console().print(table if records else "no contacts yet: `escalator apply ladders/`")

@@ -26,21 +26,25 @@ from escalator.cli.common import (
 )
 from escalator.errors import InvalidInput, Problem
 from escalator.ladders import (
-    Channel,
     AckExpiry,
+    Channel,
+    Contact,
     Duration,
     Identifier,
     Ladder,
     add_leg as add_leg_to,
     format_duration,
     move_leg as move_leg_in,
+    opted_out_warnings,
     remove_leg as remove_leg_from,
     set_fields,
     set_leg as set_leg_of,
     swap_contacts,
     validate_value,
 )
-from escalator.store.catalog import LadderVersion
+from escalator.schedules import ScheduleDoc
+from escalator.store import opt_outs
+from escalator.store.catalog import Catalog, LadderVersion
 from escalator.cli.schedule import warn_gaps
 
 app = typer.Typer(help="Inspect and edit ladders.", no_args_is_help=True)
@@ -82,6 +86,7 @@ def apply(
     schedules = [s for s, _ in declared.schedules]
     if schedules:
         warn_gaps(schedules, st.catalog.overrides([s.name for s in schedules], since=now), now)
+    warn_opted_out(st.catalog, [lad for lad, _ in declared.ladders])
 
 
 @app.command()
@@ -122,6 +127,23 @@ def validate(
     schedules = [s for s, _ in declared.schedules]
     if schedules:
         warn_gaps(schedules, catalog.overrides([s.name for s in schedules], since=now) if catalog else [], now)
+    if catalog is not None:
+        warn_opted_out(catalog, [lad for lad, _ in declared.ladders], {c.id: c for c, _ in declared.contacts},
+                       {s.name: s for s in schedules})
+
+
+def warn_opted_out(catalog: Catalog, ladders: list[Ladder], contacts: dict[str, Contact] | None = None,
+                   schedules: dict[str, ScheduleDoc] | None = None) -> None:
+    """Legs relying on the SMS of a number that texted STOP, on stderr (SPEC §11). `contacts` and
+    `schedules`: those declared in the files, over what the database holds."""
+    opted = opt_outs.opted_out(catalog.engine)
+    if not opted or not ladders:
+        return
+    people = catalog.contact_map() | (contacts or {})
+    known = {v.name: v.definition for v in catalog.schedules() if v.definition} | (schedules or {})
+    for ladder in ladders:
+        for line in opted_out_warnings(ladder, people, {n: s.contact_ids() for n, s in known.items()}, opted):
+            typer.echo(line, err=True)
 
 
 # -- reading --------------------------------------------------------------------------------------
