@@ -40,6 +40,8 @@ from escalator.store.outbox import Outbox
 from escalator.store.sms_codes import SmsCodes
 from escalator.supervisor import Supervisor
 from escalator.handoffs import HandoffNotices
+from escalator.heartbeats import Heartbeats
+from escalator.store import heartbeats as heartbeat_rows
 from escalator.store.catalog import Catalog
 from escalator.store.handoffs import Handoffs
 from escalator.web import HttpServer, create_app
@@ -117,7 +119,8 @@ class Daemon:
         self._leasing = False
         self._renewing = asyncio.Event()  # set when the lease may stop being renewed (just before release)
         self._publishing = asyncio.Event()  # set when the outbox may stop (after the last steps)
-        self.ingest = Ingest(self.engine, on_lag=self.metrics.ingest_lag.observe)
+        self.heartbeats = Heartbeats(self.engine, settings.heartbeat_ladder or settings.default_ladder, js=lambda: self.ingest.js)
+        self.ingest = Ingest(self.engine, on_lag=self.metrics.ingest_lag.observe, on_heartbeat=self.heartbeats.beat)
         self.webhooks = Webhooks(self.engine, self.store, self.codes, settings.public_url, tokens=self.tokens,
                                  twilio_from=settings.twilio_from)
         self.handoffs = HandoffNotices(Catalog(self.db), Handoffs(self.db, settings.replica), self.channels)
@@ -154,6 +157,7 @@ class Daemon:
         if self.single_replica:
             self._file_lock = single_replica_lock(self.settings.database)
         await asyncio.to_thread(require_current, self.db)
+        await asyncio.to_thread(self.heartbeats.check_configured)
         log.info("database %s (replica %s)", display_url(self.settings.database), self.settings.replica)
         if self.settings.window_scale != 1.0:
             log.warning("ESCALATOR_WINDOW_SCALE=%s: every window is shortened (tests and drills only)", self.settings.window_scale)
@@ -179,6 +183,7 @@ class Daemon:
             keep("outbox", lambda: self.publisher.run(self._publishing), until=self._publishing),
             keep("housekeeping", self._housekeeping),
             keep("handoffs", lambda: self.handoffs.run(self.stop_event)),
+            keep("heartbeats", lambda: self.heartbeats.run(self.stop_event)),
         ]
         self.ready.set()
         log.info("escalator running (default ladder: %s)", self.settings.default_ladder or "none")
@@ -253,6 +258,8 @@ class Daemon:
             try:
                 await self.engine.refresh_gauges()
                 self.metrics.outbox_backlog.set(await asyncio.to_thread(self.outbox.count))
+                beats = await asyncio.to_thread(heartbeat_rows.known, self.db)
+                self.metrics.heartbeats_silent.set(sum(1 for row in beats if row.incident_id is not None))
                 if rounds % 240 == 0:
                     await asyncio.to_thread(self.webhooks.callbacks.prune, clock.now())
             except Exception:

@@ -181,12 +181,13 @@ class Engine:
 
     # -- inputs -------------------------------------------------------------------------------------
 
-    async def open(self, new: NewIncident) -> StepResult:
-        """Open an incident (raises group_commit.Rejected for an unknown ladder with no default)."""
+    async def open(self, new: NewIncident, claim: Callable[[Any], bool] | None = None) -> StepResult:
+        """Open an incident (raises group_commit.Rejected for an unknown ladder with no default).
+        `claim(tx)`: a condition checked in the opening's own transaction (False: open nothing)."""
         incident_var.set(new.id)
         async with self._lock(new.id):
             now = self.now()
-            result = await self.steps.submit(lambda tx: self.store.open_in(tx, new, self.default_ladder, now), new.id)
+            result = await self.steps.submit(lambda tx: self.store.open_in(tx, new, self.default_ladder, now, claim), new.id)
             self._carry_out(new.id, result)
         if result.outcome == "opened":
             self.metrics.incidents_opened.inc()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -46,8 +46,16 @@ class EngineLike(Protocol):
     async def reject(self, reason: str, incident_id: str | None, msg_id: str) -> None: ...
 
 
-async def dispatch(engine: EngineLike, message: messages.Urgent | messages.Ack | messages.PassOn | messages.Resolve) -> None:
+OnHeartbeat = Callable[[messages.Heartbeat], Awaitable[None]]
+
+
+async def dispatch(engine: EngineLike, message: messages.Inbound, heartbeat: OnHeartbeat | None = None) -> None:
     """Carry one valid message out; raises Rejected when it cannot apply (unknown incident or ladder)."""
+    if isinstance(message, messages.Heartbeat):
+        if heartbeat is None:
+            raise Rejected("heartbeats are not watched by this process", None)
+        await heartbeat(message)
+        return
     if isinstance(message, messages.Urgent):
         await engine.open(
             NewIncident(
@@ -75,9 +83,10 @@ class Ingest:
 
     def __init__(
         self, engine: EngineLike, batch: int = 64, on_lag: Callable[[float], None] = lambda seconds: None,
-        max_in_flight: int = 2000,
+        max_in_flight: int = 2000, on_heartbeat: OnHeartbeat | None = None,
     ):
         self.engine = engine
+        self.on_heartbeat = on_heartbeat  # escalator.heartbeats
         self.on_lag = on_lag
         self.batch = batch
         self.max_in_flight = max_in_flight
@@ -237,7 +246,7 @@ class Ingest:
                 await msg.term()
                 return
             try:
-                await dispatch(self.engine, parsed)
+                await dispatch(self.engine, parsed, self.on_heartbeat)
             except Rejected as rejected:
                 log.warning("rejected %s for %s: %s", msg.subject, rejected.incident_id, rejected.reason)
                 await self.engine.reject(rejected.reason, rejected.incident_id, msg_id)

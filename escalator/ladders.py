@@ -55,7 +55,7 @@ def _identifier(value: Any) -> Any:
 
 def parse_duration(value: Any) -> int:
     """`90s`, `2m`, `1h`, `1m30s` or integer seconds → seconds, within 5 s..1 h."""
-    seconds = _seconds(value)
+    seconds = duration_seconds(value)
     if not MIN_WINDOW_S <= seconds <= MAX_WINDOW_S:
         raise PydanticCustomError(
             "duration_range",
@@ -67,7 +67,7 @@ def parse_duration(value: Any) -> int:
 
 def parse_ack_expiry(value: Any) -> int:
     """`ack_expires` (SPEC §11): a duration within 5 m..24 h."""
-    seconds = _seconds(value)
+    seconds = duration_seconds(value)
     if not MIN_ACK_EXPIRY_S <= seconds <= MAX_ACK_EXPIRY_S:
         raise PydanticCustomError(
             "duration_range",
@@ -77,7 +77,8 @@ def parse_ack_expiry(value: Any) -> int:
     return seconds
 
 
-def _seconds(value: Any) -> int:
+def duration_seconds(value: Any) -> int:
+    """`90s`, `2m`, `1h`, `1m30s` or integer seconds → seconds (no range: the caller checks it)."""
     seconds: int | None = None
     if isinstance(value, bool):
         seconds = None

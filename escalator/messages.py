@@ -17,13 +17,17 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from escalator.ladders import E164_RE, format_loc, validation_errors
+from escalator.ladders import E164_RE, duration_seconds, format_loc, validation_errors
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_DETAILS_BYTES = 16 * 1024
 MAX_DEPTH = 32  # objects and arrays nested in each other, the body itself counting as 1
 MAX_NUMBER_CHARS = 64  # a number's literal, sign and exponent included
 INCIDENT_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# A heartbeat's source: an id as for incidents, but at most 100 characters, so that the incident its
+# silence opens, `heartbeat:<source>:<unix seconds>`, is itself a valid id (128 at most).
+HEARTBEAT_SOURCE_RE = re.compile(r"[A-Za-z0-9._:-]{1,100}")
+MIN_HEARTBEAT_S, MAX_HEARTBEAT_S, DEFAULT_HEARTBEAT_S = 10, 3600, 60
 # Newlines and tabs in a summary become spaces; other control characters are refused.
 _SPACES = re.compile(r"[ ]*[\t\n\r\v\f]+[ ]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -72,6 +76,22 @@ def _details(value: Any) -> Any:
     return value
 
 
+def _heartbeat_source(value: Any) -> Any:
+    if isinstance(value, str) and not HEARTBEAT_SOURCE_RE.fullmatch(value):
+        raise PydanticCustomError("source", "must be 1-100 characters of A-Z a-z 0-9 . _ : -")
+    return value
+
+
+def _heartbeat_interval(value: Any) -> Any:
+    try:
+        seconds = duration_seconds(value)
+    except PydanticCustomError:
+        raise PydanticCustomError("interval", 'must be a duration like "60s", "5m" or a number of seconds') from None
+    if not MIN_HEARTBEAT_S <= seconds <= MAX_HEARTBEAT_S:
+        raise PydanticCustomError("interval", "must be between 10s and 1h")
+    return seconds
+
+
 IncidentId = Annotated[str, BeforeValidator(_incident_id)]
 Text = Annotated[str, BeforeValidator(_text)]
 
@@ -105,11 +125,24 @@ class Resolve(_Message):
     by: Annotated[Text, Field(min_length=1, max_length=64)] | None = None
 
 
+class Heartbeat(_Message):
+    """The publisher is alive (SPEC §11)."""
+
+    source: Annotated[str, BeforeValidator(_heartbeat_source)]
+    interval: Annotated[int, BeforeValidator(_heartbeat_interval)] = DEFAULT_HEARTBEAT_S
+
+    @property
+    def id(self) -> str:
+        """Ingest handles one source's heartbeats in order, like one incident's messages."""
+        return f"heartbeat:{self.source}"
+
+
 KINDS: dict[str, type[_Message]] = {
     "incidents.urgent": Urgent,
     "incidents.ack": Ack,
     "incidents.pass": PassOn,
     "incidents.resolve": Resolve,
+    "incidents.heartbeat": Heartbeat,
 }
 
 
@@ -155,7 +188,10 @@ def _depth(body: Any) -> int:
     return deepest
 
 
-def parse(subject: str, data: bytes) -> Urgent | Ack | PassOn | Resolve:
+Inbound = Urgent | Ack | PassOn | Resolve | Heartbeat
+
+
+def parse(subject: str, data: bytes) -> Inbound:
     """A message body → its validated value, or BadMessage with the reason (and the id if it was valid).
 
     Total: whatever the bytes are, the result is a value or BadMessage, never another exception
@@ -170,7 +206,7 @@ def parse(subject: str, data: bytes) -> Urgent | Ack | PassOn | Resolve:
         raise BadMessage(f"message could not be parsed ({type(exc).__name__})") from None
 
 
-def _parse(subject: str, data: bytes) -> Urgent | Ack | PassOn | Resolve:
+def _parse(subject: str, data: bytes) -> Inbound:
     kind = KINDS.get(subject)
     if kind is None:
         raise BadMessage(f"unknown subject {subject[:200]!r} (expected one of {', '.join(KINDS)})")

@@ -35,6 +35,9 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120), registry=r,
         )
         self.leases_held = Gauge("escalator_leases_held", "Open incidents this replica drives (holds the lease of)", registry=r)
+        self.heartbeats_silent = Gauge(
+            "escalator_heartbeat_sources_silent", "Heartbeat sources whose silence has an incident open (SPEC §11)", registry=r
+        )
         self.outbox_backlog = Gauge("escalator_outbox_backlog", "Events committed but not yet published", registry=r)
         self.task_restarts = Counter(
             "escalator_task_restarts", "Long-running tasks (ingest, outbox, leases…) restarted after a failure", ["task"], registry=r

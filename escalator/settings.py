@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=1, le=65535)
     public_url: str = "http://127.0.0.1:8080"
     default_ladder: str | None = None
+    heartbeat_ladder: str | None = None  # SPEC §11: where a silent publisher's incident walks
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_from: str | None = None
@@ -120,7 +121,7 @@ class Settings(BaseSettings):
     def _urls(cls, value: str) -> str:
         return _http_url(value)
 
-    @field_validator("default_ladder")
+    @field_validator("default_ladder", "heartbeat_ladder")
     @classmethod
     def _ladder_id(cls, value: str | None) -> str | None:
         if value is not None and not NAME_RE.fullmatch(value):

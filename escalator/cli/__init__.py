@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from escalator.cli import contact, db, incident, ladder, schedule
+from escalator.cli import contact, db, heartbeat, incident, ladder, schedule
 from escalator.cli.common import CliState, EscalatorGroup
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ app.add_typer(schedule.cover_app, name="cover")
 app.command("oncall")(schedule.oncall_command)
 app.add_typer(contact.app, name="contact")
 app.add_typer(incident.app, name="incident")
+app.add_typer(heartbeat.app, name="heartbeat")
 app.add_typer(db.app, name="db")
 
 

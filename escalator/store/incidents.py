@@ -9,7 +9,7 @@ or none of it, and recovery can tell exactly what was decided and what was sent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -157,13 +157,19 @@ class IncidentStore:
         """Open an incident and start its walk; a repeated id changes nothing and is noted."""
         return write_one(self.engine, lambda tx: self.open_in(tx, new, default_ladder, now))
 
-    def open_in(self, tx: Tx, new: NewIncident, default_ladder: str | None, now: datetime) -> StepResult:
+    def open_in(
+        self, tx: Tx, new: NewIncident, default_ladder: str | None, now: datetime, claim: Callable[[Tx], bool] | None = None,
+    ) -> StepResult:
+        """`claim`: checked first, in this transaction; False opens nothing (outcome "unclaimed"): a
+        heartbeat's silence already taken by another replica."""
         try:
             ladder_name, fallback = self._resolve_ladder(tx, new.ladder, default_ladder, new.id)
         except Rejected:
             if (status := self._status(tx, new.id)) is None:
                 raise
             return self._repeated(tx, new.id, status, now)  # its ladder went away since
+        if claim is not None and not claim(tx):  # after the refusals: a step that refuses writes nothing
+            return StepResult("unclaimed")
         head = self._head(tx, ladder_name)
         assert head is not None  # _resolve_ladder found it
         ladder = self._ladders.get((ladder_name, head.version))
