@@ -91,15 +91,21 @@ class Heartbeats:
         if self.ladder is None and store.known(self.db):
             raise EscalatorError(f"{NO_LADDER} (known sources: `escalator heartbeat list`; retire one with `escalator heartbeat forget`)")
 
-    async def beat(self, message: messages.Heartbeat) -> None:
-        """From ingest. Raises Rejected (the reason goes to escalations.rejected) when it cannot be watched."""
+    async def beat(self, message: messages.Heartbeat, stored: datetime | None = None) -> None:
+        """From ingest. `stored`: when JetStream took it: a heartbeat handled late (escalator was down)
+        counts from when it was sent, so a publisher that died meanwhile is not taken for alive.
+        Raises Rejected (the reason goes to escalations.rejected) when it cannot be watched."""
         if self.ladder is None:
             raise Rejected(NO_LADDER)
+        now = self.now()
+        at = min(stored, now) if stored is not None else now  # never ahead of our clock
         before = await asyncio.to_thread(store.get, self.db, message.source)
+        if before is not None and at <= before.last_at:
+            return  # an older heartbeat again (a redelivery): it ends no silence
         if before is not None and before.incident_id is not None:
             await self.engine.resolve(before.incident_id, BY)  # resolved first: a crash here redelivers the beat
         try:
-            cleared = await asyncio.to_thread(store.record, self.db, message.source, message.interval, self.now())
+            cleared = await asyncio.to_thread(store.record, self.db, message.source, message.interval, at)
         except store.TooManySources:
             raise Rejected(f"already {store.MAX_SOURCES} heartbeat sources are known; `escalator heartbeat forget` retires one") from None
         if cleared is not None and (before is None or cleared != before.incident_id):  # opened meanwhile by a replica

@@ -46,15 +46,18 @@ class EngineLike(Protocol):
     async def reject(self, reason: str, incident_id: str | None, msg_id: str) -> None: ...
 
 
-OnHeartbeat = Callable[[messages.Heartbeat], Awaitable[None]]
+OnHeartbeat = Callable[[messages.Heartbeat, datetime | None], Awaitable[None]]
 
 
-async def dispatch(engine: EngineLike, message: messages.Inbound, heartbeat: OnHeartbeat | None = None) -> None:
-    """Carry one valid message out; raises Rejected when it cannot apply (unknown incident or ladder)."""
+async def dispatch(
+    engine: EngineLike, message: messages.Inbound, heartbeat: OnHeartbeat | None = None, stored: datetime | None = None,
+) -> None:
+    """Carry one valid message out; raises Rejected when it cannot apply (unknown incident or ladder).
+    `stored`: when JetStream stored it (a heartbeat handled late still counts from then)."""
     if isinstance(message, messages.Heartbeat):
         if heartbeat is None:
             raise Rejected("heartbeats are not watched by this process", None)
-        await heartbeat(message)
+        await heartbeat(message, stored)
         return
     if isinstance(message, messages.Urgent):
         await engine.open(
@@ -234,6 +237,7 @@ class Ingest:
 
     async def _one(self, msg: Msg, parsed: Any) -> float | None:
         msg_id = f"rejected:{_stream_seq(msg)}"
+        stored: datetime | None = None
         try:
             stored = msg.metadata.timestamp
             self.on_lag((datetime.now(UTC) - stored).total_seconds())
@@ -246,7 +250,7 @@ class Ingest:
                 await msg.term()
                 return
             try:
-                await dispatch(self.engine, parsed, self.on_heartbeat)
+                await dispatch(self.engine, parsed, self.on_heartbeat, stored)
             except Rejected as rejected:
                 log.warning("rejected %s for %s: %s", msg.subject, rejected.incident_id, rejected.reason)
                 await self.engine.reject(rejected.reason, rejected.incident_id, msg_id)

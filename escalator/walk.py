@@ -53,7 +53,8 @@ Rules, each a unit test in tests/test_walk.py:
   `ack_renewed` and restarts it (a reminder in flight is stopped); anyone else's changes nothing.
   No answer within the window, or a reminder that reached nobody: `ack_expired` (`by` the previous
   acker), the incident is open again and a new cycle starts at the first leg — the `cycles` limit
-  still counts. An operator's acknowledgement (no contact) has nobody to remind and never expires.
+  still counts. An acknowledgement without a contact counts as its `by` when that is a contact
+  paged for the incident (an app gateway over NATS); an operator's has nobody to remind and never expires.
   The timer's identity is `(cycle, ACK_TIMER + n)`, n counting the timers armed: a timer that fired
   while a renewal was being decided is stale and changes nothing.
 - A leg that ends (window, pass) or an incident that is taken or resolved stops its calls still
@@ -710,7 +711,8 @@ def decide(walk: Walk, event: Event, now: datetime, on_call: OnCall | None = Non
         if event.contact is not None and event.contact not in walk.paged:
             return walk, [Ignored(NOT_PAGED, f"{event.contact} was not paged for this incident")]
         step.cancel_calls()
-        acker = step.acker_targets(event.contact)
+        # An acknowledgement over NATS names its contact in `by` (an app gateway): remind them if paged.
+        acker = step.acker_targets(event.contact or (event.by if event.by in walk.paged else None))
         step.set(status=ACKNOWLEDGED, acked_by=event.by, deadline=None, live=frozenset(), on_leg=None, acker=acker)
         step.commands += [CancelWindow(), StopPages()]
         if acker:

@@ -66,6 +66,10 @@ class NatsServer:
 
 
 def settings_for(db_url: str, nats_url: str, data_dir: Path, **extra: Any):
+    from escalator.settings import Settings
+
+    unknown = set(extra) - set(Settings.model_fields)  # a misspelt setting would be silently ignored
+    assert not unknown, f"not settings: {sorted(unknown)}"
     return load_settings(**{"database_url": db_url, "nats_url": nats_url, "data_dir": data_dir, "http_port": free_port(), "dry_run": True, **extra})
 
 

@@ -14,8 +14,12 @@ import pytest
 from escalator import clock, ladder_files
 from escalator.store import opt_outs
 from escalator.store.catalog import Catalog
+from escalator.store import migrate
+from escalator.store.db import make_engine
+from escalator.store.incidents import NewIncident
 from tests.conftest import write
-from tests.harness import eventually, publish
+from tests.harness import eventually, publish, running_daemon, settings_for
+from tests.recording import RecordingChannel
 from tests.test_engine import nats_server  # noqa: F401 - fixture
 from tests.test_twilio import ALICE, BOB, events, sms_url, stack, status
 
@@ -220,3 +224,63 @@ def test_twilio_error_21610_marks_the_number_opted_out(finishing, db_url, nats_s
     assert opted[ALICE].source == opt_outs.TWILIO_21610
     # known now: the next page to her fails without asking Twilio (one request: bob's text)
     assert next(e.data["reason"] for e in second if e.event == "page_failed") == "opted out of SMS (STOP)" and requests == 1
+
+
+# -- an expiring acknowledgement across a restart and a takeover ---------------------------------
+
+
+def test_an_acknowledgement_expiring_across_a_restart_reopens_once(finishing, db_url, nats_server, tmp_path) -> None:
+    """ack_expires 5m at window scale 0.01: 3 s; the reminder has the first leg's 10 s."""
+    recorder = RecordingChannel("all")
+
+    def settings(i: int):
+        return settings_for(db_url, nats_server.url, tmp_path / f"data{i}", window_scale=0.01)
+
+    async def scenario():
+        async with running_daemon(settings(1), recorder) as daemon:
+            await publish(nats_server.url, "incidents.urgent", urgent("r-1", "expiring"))
+            await eventually(lambda: daemon.store.get("r-1") is not None)
+            await publish(nats_server.url, "incidents.ack", {"id": "r-1", "by": "alice"})  # the app gateway, for alice
+            await eventually(lambda: status(daemon, "r-1") == "acknowledged")
+            deadline = daemon.store.get("r-1").deadline
+        assert deadline is not None
+        async with running_daemon(settings(2), recorder) as daemon:  # the timer comes back from the database
+            await eventually(lambda: any(r.page.reminder for r in recorder.pages), timeout=15)
+            await eventually(lambda: "ack_expired" in names(daemon, "r-1"), timeout=30)
+            await asyncio.sleep(1.5)
+            return events(daemon, "r-1"), status(daemon, "r-1")
+
+    timeline, state = asyncio.run(scenario())
+    flow = [e.event for e in timeline if e.event in ("acknowledged", "ack_expired", "leg_started")]
+    assert flow == ["leg_started", "acknowledged", "ack_expired", "leg_started"] and state == "open"
+    reminders = [r.page for r in recorder.pages if r.page.reminder]
+    assert {(p.contact.id, p.channel) for p in reminders} == {("alice", "voice"), ("alice", "sms"), ("alice", "push")}
+    assert len(reminders) == 3  # one reminder, on her three channels: nothing armed twice
+
+
+@pytest.mark.slow
+def test_an_expiring_acknowledgement_is_taken_over_by_another_replica(pg_url, nats_server, tmp_path) -> None:
+    db = make_engine(pg_url)
+    migrate.upgrade(db)
+    Catalog(db).apply(ladder_files.load([write(tmp_path / "finishing.yaml", FILES)]), "test", clock.now())
+    db.dispose()
+    recorders = [RecordingChannel("all"), RecordingChannel("all")]
+
+    def settings(i: int):
+        return settings_for(pg_url, nats_server.url, tmp_path / f"data{i}", window_scale=0.01, replica_id=f"r{i}")
+
+    async def scenario():
+        async with running_daemon(settings(1), recorders[1]) as second:
+            async with running_daemon(settings(0), recorders[0]) as first:
+                await first.engine.open(NewIncident("t-1", "expiring", "No heat, 12 Elm St"))
+                await first.engine.acknowledge("t-1", "alice", "sms", "alice")
+                assert first.store.get("t-1").owner == "r0"
+            # r0 stopped (its lease released): r1 takes the acknowledgement's timer over
+            await eventually(lambda: second.store.get("t-1").owner == "r1", timeout=15)
+            await eventually(lambda: "ack_expired" in names(second, "t-1"), timeout=30)
+            await asyncio.sleep(1.5)
+            return events(second, "t-1")
+
+    timeline = asyncio.run(scenario())
+    assert [e.event for e in timeline].count("ack_expired") == 1
+    assert any(r.page.reminder for r in recorders[1].pages) and not any(r.page.reminder for r in recorders[0].pages)

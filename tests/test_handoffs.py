@@ -53,7 +53,7 @@ def test_hand_over_notices_go_once_across_two_replicas_and_not_again_after_a_res
     async def both(seconds: float) -> None:
         async with contextlib.AsyncExitStack() as stack:
             for i, recorder in enumerate(recorders):
-                settings = settings_for(pg_url, nats_server.url, tmp_path / f"data{i}", replica=f"r{i}")
+                settings = settings_for(pg_url, nats_server.url, tmp_path / f"data{i}", replica_id=f"r{i}")
                 await stack.enter_async_context(running_daemon(settings, recorder))
             await eventually(lambda: sum(len(r.notices) for r in recorders) >= 1, timeout=20)
             await asyncio.sleep(seconds)  # every replica has scanned by now (each scans at start)
@@ -72,7 +72,7 @@ def test_hand_over_notices_go_once_across_two_replicas_and_not_again_after_a_res
         r.notices.clear()
 
     async def again() -> None:
-        settings = settings_for(pg_url, nats_server.url, tmp_path / "data-again", replica="r2")
+        settings = settings_for(pg_url, nats_server.url, tmp_path / "data-again", replica_id="r2")
         async with running_daemon(settings, recorders[0]) as daemon:
             assert await daemon.handoffs.scan() == 0
 

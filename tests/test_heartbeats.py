@@ -172,7 +172,7 @@ def test_three_replicas_open_one_incident_for_one_silence(pg_url, nats_server, t
         async with contextlib.AsyncExitStack() as stack:
             daemons = []
             for i, recorder in enumerate(recorders):
-                settings = settings_for(pg_url, nats_server.url, tmp_path / f"data{i}", replica=f"r{i}", default_ladder="publisher-down")
+                settings = settings_for(pg_url, nats_server.url, tmp_path / f"data{i}", replica_id=f"r{i}", default_ladder="publisher-down")
                 daemons.append(await stack.enter_async_context(running_daemon(settings, recorder)))
             await publish(nats_server.url, "incidents.heartbeat", {"source": "pbx-1", "interval": "10s"})
             await eventually(lambda: store.get(db, "pbx-1") is not None)

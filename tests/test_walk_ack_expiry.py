@@ -295,3 +295,9 @@ def test_properties_of_any_walk_with_expiring_acknowledgements(cycles: int, scri
             assert len(cmds) == 1 and isinstance(cmds[0], Ignored)
         seqs = [c.seq for c in cmds if isinstance(c, Emit)]
         assert seqs == list(range(before.seq + 1, before.seq + 1 + len(seqs)))
+
+
+def test_an_acknowledgement_over_nats_by_a_paged_contact_expires_and_reminds_them() -> None:
+    walk, _ = decide(w.new("inc-1", plan()), Open({}), T0)
+    walk, _ = decide(walk, Acknowledge("alice", w.NATS), T0)
+    assert walk.acker == tuple(("alice", c) for c in ALL) and walk.window == (1, ACK_TIMER + 1)
