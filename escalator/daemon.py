@@ -121,6 +121,7 @@ class Daemon:
         self._publishing = asyncio.Event()  # set when the outbox may stop (after the last steps)
         self.heartbeats = Heartbeats(self.engine, settings.heartbeat_ladder or settings.default_ladder, js=lambda: self.ingest.js)
         self.ingest = Ingest(self.engine, on_lag=self.metrics.ingest_lag.observe, on_heartbeat=self.heartbeats.beat)
+        self.heartbeats.caught_up = self.ingest.caught_up
         self.webhooks = Webhooks(self.engine, self.store, self.codes, settings.public_url, tokens=self.tokens,
                                  twilio_from=settings.twilio_from)
         self.handoffs = HandoffNotices(Catalog(self.db), Handoffs(self.db, settings.replica), self.channels)
@@ -203,7 +204,7 @@ class Daemon:
                 )
                 js = nc.jetstream()
                 await jetstream.ensure_streams(js, self.settings.nats_stream_replicas)
-                for event in ("acknowledged", "resolved"):  # closed on another replica: stop here at once
+                for event in ("acknowledged", "ack_renewed", "resolved"):  # taken or closed on another replica: stop here at once
                     await nc.subscribe(f"escalations.{event}", cb=self._closed_elsewhere)
                 self.nats, self.nats_error = nc, None
                 self.ingest.js = self.publisher.js = js
@@ -258,8 +259,7 @@ class Daemon:
             try:
                 await self.engine.refresh_gauges()
                 self.metrics.outbox_backlog.set(await asyncio.to_thread(self.outbox.count))
-                beats = await asyncio.to_thread(heartbeat_rows.known, self.db)
-                self.metrics.heartbeats_silent.set(sum(1 for row in beats if row.incident_id is not None))
+                self.metrics.heartbeats_silent.set(await asyncio.to_thread(heartbeat_rows.silences_open, self.db))
                 if rounds % 240 == 0:
                     await asyncio.to_thread(self.webhooks.callbacks.prune, clock.now())
             except Exception:

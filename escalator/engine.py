@@ -139,7 +139,7 @@ class Engine:
     async def _readopt(self, incident_ids: list[str]) -> None:
         found = await asyncio.to_thread(self.store.statuses, incident_ids)
         for incident_id, standing in found.items():
-            if not standing.driven:  # closed by the step whose answer was lost: stop what is ours
+            if standing.status not in walk.ACTIVE:  # taken or resolved by the step whose answer was lost: stop what is ours
                 await self.reconsider(incident_id)
         mine = [i for i, standing in found.items() if standing.driven and standing.owner == self.store.replica]
         if mine:
@@ -157,17 +157,20 @@ class Engine:
 
     async def reconsider(self, incident_id: str) -> str | None:
         """Is this incident still ours? Checked in the database under the incident's lock, so a step
-        here that just took it back is never undone. Closed → our pages stop (recorded); driven by
-        another replica → our window stops, pages in flight finish (the walk ignores stale ones)."""
+        here that just took it back is never undone. Taken or resolved → our pages stop (recorded),
+        but for an expiring acknowledgement's reminder still waiting on the acker; closed → our window
+        too; driven by another replica → our window stops, pages in flight finish (the walk ignores
+        stale ones)."""
         async with self._lock(incident_id):
             found = (await asyncio.to_thread(self.store.statuses, [incident_id])).get(incident_id)
             if found is None:
                 return None
             owner = found.owner
+            if found.status not in walk.ACTIVE:  # nobody may be paged now but the acker, by their reminder
+                self._stop_pages(incident_id, keep=found.live)
             if not found.driven:
                 self.owned.discard(incident_id)
                 self.windows.cancel(incident_id)
-                self._stop_pages(incident_id)
                 return "closed"
             if owner != self.store.replica and incident_id in self.owned:
                 self.owned.discard(incident_id)
@@ -321,9 +324,10 @@ class Engine:
         if emit.event in ("page_sent", "page_failed"):
             self.metrics.pages.labels(emit.fields.get("channel", "?"), emit.event.removeprefix("page_")).inc()
 
-    def _stop_pages(self, incident_id: str) -> None:
-        """Somebody owns the incident (or it is resolved): pages still being sent must not ring anyone."""
-        for page in [p for p in self._pages.values() if p.incident_id == incident_id]:
+    def _stop_pages(self, incident_id: str, keep: frozenset[str] = frozenset()) -> None:
+        """Somebody owns the incident (or it is resolved): pages still being sent must not ring anyone
+        (but those in `keep`)."""
+        for page in [p for p in self._pages.values() if p.incident_id == incident_id and p.key not in keep]:
             if page.task is not None and page.task is not asyncio.current_task() and not page.task.done() and not page.answered:
                 page.stopped = True
                 page.task.cancel()

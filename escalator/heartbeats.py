@@ -78,8 +78,14 @@ def state_of(row: HeartbeatRow, now: datetime) -> str:
 
 
 class Heartbeats:
-    def __init__(self, engine: Engine, ladder: str | None, js: Callable[[], Any] = lambda: None, now: Callable[[], datetime] = clock.now):
+    def __init__(
+        self, engine: Engine, ladder: str | None, js: Callable[[], Any] = lambda: None, now: Callable[[], datetime] = clock.now,
+        caught_up: asyncio.Event | None = None,
+    ):
         self.engine = engine
+        # Set once ingest has handled what waited in the stream. Until then a publisher that kept
+        # beating while escalator was down would look silent (its heartbeats are still queued).
+        self.caught_up = caught_up
         self.db = engine.store.engine
         self.ladder = ladder  # ESCALATOR_HEARTBEAT_LADDER, else ESCALATOR_DEFAULT_LADDER
         self.js = js  # the JetStream context, once connected (for purging handled heartbeats)
@@ -112,9 +118,17 @@ class Heartbeats:
             await self.engine.resolve(cleared, BY)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Supervised: every SCAN_S, open an incident for each new silence; now and then, purge."""
+        """Supervised: every SCAN_S, open an incident for each new silence; now and then, purge.
+        Scanning starts once ingest has caught up with the stream."""
         purged = 0.0
         loop = asyncio.get_running_loop()
+        if self.caught_up is not None:
+            waiters = [asyncio.ensure_future(self.caught_up.wait()), asyncio.ensure_future(stop.wait())]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
         while not stop.is_set():
             await self.scan()
             if loop.time() - purged >= PURGE_EVERY_S and await self.purge():

@@ -103,6 +103,7 @@ class Ingest:
         self._tasks: set[asyncio.Task[float | None]] = set()
         self._room = asyncio.Event()
         self.consuming = asyncio.Event()  # set once the durable consumer is being fetched from
+        self.caught_up = asyncio.Event()  # set once a fetch found nothing waiting: the backlog is handled
         self._failures: dict[str, tuple[str, int]] = {}  # stream sequence → (how it failed, times in a row)
         self._psub: Any = None  # the pull subscription while fetching
 
@@ -157,6 +158,7 @@ class Ingest:
                     self.consuming.set()
                 msgs = await self._fetch(psub)
             except (NatsTimeout, TimeoutError):
+                self.caught_up.set()
                 continue
             except Exception as exc:
                 log.warning("fetching incidents failed (%s: %s); retrying", type(exc).__name__, exc)

@@ -50,7 +50,9 @@ Rules, each a unit test in tests/test_walk.py:
   that was paged: the acknowledgement arms a timer of `ack_expires_s`. When it runs out the acker
   alone is reminded on the channels of the leg they were paged on (pages keyed `r<n>.…`), with the
   first leg's window to answer. An acknowledgement by the acker at any time while the timer runs is
-  `ack_renewed` and restarts it (a reminder in flight is stopped); anyone else's changes nothing.
+  `ack_renewed` and restarts it (a reminder in flight is stopped); anyone else's changes nothing,
+  and so does the acker's within RENEW_QUIET_S (a tenth of `ack_expires` at most) of the timer being
+  armed while no reminder is out: that is a repeat (a redelivery, an app's retry), not a renewal.
   No answer within the window, or a reminder that reached nobody: `ack_expired` (`by` the previous
   acker), the incident is open again and a new cycle starts at the first leg — the `cycles` limit
   still counts. An acknowledgement without a contact counts as its `by` when that is a contact
@@ -104,6 +106,7 @@ REMINDER_UNREACHABLE = "the reminder reached nobody: every page of it failed"
 # incident's acknowledgement timers) is above any leg index, so a walk's timers only ever move
 # forward in (cycle, slot) order, as Windows.arm(only_if_newer=True) expects.
 ACK_TIMER = 1_000_000
+RENEW_QUIET_S = 60.0  # an acker's acknowledgement this soon after their timer was armed is a repeat, not a renewal
 
 
 def driven(status: str, timed: bool) -> bool:
@@ -540,7 +543,7 @@ class _Step:
         if w.status == OPEN:
             keys = [page_key(w.cycle, w.leg_index, c, VOICE) for c, channel in w.targets if channel == VOICE]
         elif w.status == EXHAUSTED:
-            keys = [exhaustion_key(c, VOICE) for i in range(len(w.plan.legs)) for c, channel in w.paged_on(i) if channel == VOICE]
+            keys = [exhaustion_key(w.cycle, c, VOICE) for i in range(len(w.plan.legs)) for c, channel in w.paged_on(i) if channel == VOICE]
         elif w.status == ACKNOWLEDGED and w.reminding:
             keys = [reminder_key(w.ack_timer, c, VOICE) for c, channel in w.acker if channel == VOICE]
         else:
@@ -589,10 +592,13 @@ class _Step:
             return ()
         if w.status == EXHAUSTED:
             return tuple(dict.fromkeys(t for i in range(len(w.plan.legs)) for t in w.paged_on(i) if t[0] == contact))
-        reached = range(len(w.plan.legs)) if w.cycle > 1 else range(w.leg_index + 1)
+        # the legs in the order they were last paged, latest first: this cycle's down to the first,
+        # then (from the second cycle on) the previous cycle's later legs
+        later = range(len(w.plan.legs) - 1, w.leg_index, -1) if w.cycle > 1 else range(0)
+        reached = [*range(w.leg_index, -1, -1), *later]
         if contact in {c for c, _ in w.targets}:
             return tuple(t for t in w.targets if t[0] == contact)
-        for index in reversed(reached):
+        for index in reached:
             mine = tuple(t for t in w.paged_on(index) if t[0] == contact)
             if mine:
                 return mine
@@ -612,7 +618,7 @@ class _Step:
             for contact, channel in w.paged_on(index):
                 if (contact, channel) not in seen:
                     seen.add((contact, channel))
-                    pages.append(PageCmd(exhaustion_key(contact, channel), contact, channel, w.cycle, index, leg.name, leg.window_s))
+                    pages.append(PageCmd(exhaustion_key(w.cycle, contact, channel), contact, channel, w.cycle, index, leg.name, leg.window_s))
         self.set(paged=w.paged | {p.contact for p in pages})
         self.commands.extend(pages)
 
@@ -625,8 +631,11 @@ def page_key(cycle: int, leg_index: int, contact: str, channel: str) -> str:
     return f"c{cycle}.l{leg_index}.{contact}.{channel}"
 
 
-def exhaustion_key(contact: str, channel: str) -> str:
-    return f"x.{contact}.{channel}"
+def exhaustion_key(cycle: int, contact: str, channel: str) -> str:
+    """An exhaustion's page. The cycle is in it: after an expired acknowledgement a walk can be
+    exhausted again, and every page of an incident has a key of its own."""
+    return f"x{cycle}.{contact}.{channel}"
+
 
 
 def reminder_key(n: int, contact: str, channel: str) -> str:
@@ -641,7 +650,7 @@ def is_reminder(key: str) -> bool:
 def is_current(walk: Walk, key: str) -> bool:
     """Does this page still matter: one of the current leg's (or the reminder's) live pages, or an
     exhaustion page while the walk is exhausted? (A page interrupted by a crash is re-sent only if so.)"""
-    return key in walk.live or (walk.status == EXHAUSTED and key.startswith("x."))
+    return key in walk.live or (walk.status == EXHAUSTED and key.startswith(f"x{walk.cycle}."))
 
 
 def _by_acker(walk: Walk, event: Acknowledge) -> bool:
@@ -700,7 +709,11 @@ def decide(walk: Walk, event: Event, now: datetime, on_call: OnCall | None = Non
 
     elif isinstance(event, Acknowledge):
         if status == ACKNOWLEDGED and walk.deadline is not None and _by_acker(walk, event):
-            assert walk.plan.ack_expires_s is not None  # a timer runs only with ack_expires
+            expires = walk.plan.ack_expires_s
+            assert expires is not None  # a timer runs only with ack_expires
+            if not walk.reminding and now < walk.deadline - timedelta(seconds=expires - min(RENEW_QUIET_S, expires / 10)):
+                # moments after the timer was armed: a repeat (a redelivery, an app's retry), not a renewal
+                return walk, [Ignored(TAKEN, f"already acknowledged by {walk.acked_by}", by=walk.acked_by)]
             step.cancel_calls()
             step.commands.append(StopPages())
             step.arm_ack_timer(walk.plan.ack_expires_s)

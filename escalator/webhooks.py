@@ -20,6 +20,7 @@ from escalator.channels import twilio
 from escalator.channels.twilio import callback_url
 from escalator.answers import ACKNOWLEDGED, CONNECTED, PASSED, RENEWED, UNKNOWN, Answer
 from escalator.engine import Engine
+from escalator.ladders import E164_RE
 from escalator.logs import mask_phone
 from escalator.store import opt_outs
 from escalator.store.callbacks import HandledCallbacks
@@ -79,9 +80,10 @@ class Webhooks:
 
     # -- SMS ----------------------------------------------------------------------------------------
 
-    async def sms(self, phone: str, body: str, sid: str) -> str | None:
-        """An inbound text → the reply to send back (None: say nothing). Handled once per MessageSid."""
-        return await self._once(f"sms:{sid}", lambda now: self._sms(phone, body, now), None)
+    async def sms(self, phone: str, body: str, sid: str, to: str = "") -> str | None:
+        """An inbound text → the reply to send back (None: say nothing). Handled once per MessageSid.
+        `to`: the number it was sent to (a STOP to another of the account's numbers is not about ours)."""
+        return await self._once(f"sms:{sid}", lambda now: self._sms(phone, body, now, to), None)
 
     async def _once(self, key: str, act: Callable[[datetime], Awaitable[T]], replayed: T) -> T:
         """Act on a Twilio callback the first time its key is seen; a replay gets `replayed`. If
@@ -96,10 +98,10 @@ class Webhooks:
             await asyncio.shield(asyncio.to_thread(self.callbacks.forget, key))
             raise
 
-    async def _sms(self, phone: str, body: str, now: datetime) -> str | None:
+    async def _sms(self, phone: str, body: str, now: datetime, to: str = "") -> str | None:
         reply = replies.parse(body)
         if reply.action in (replies.STOP, replies.START):
-            return await self._opt(phone, reply.action, now)
+            return await self._opt(phone, reply.action, now, to)
         if reply.action is None:
             return replies.HELP
         open_pages = await asyncio.to_thread(self.codes.open_pages, phone)
@@ -137,9 +139,14 @@ class Webhooks:
             return f"Passed on. The next person is being paged for incident {row.incident_id}."
         return answer_text(answer)
 
-    async def _opt(self, phone: str, action: str, now: datetime) -> None:
+    async def _opt(self, phone: str, action: str, now: datetime, to: str = "") -> None:
         """STOP or START (SPEC §11). Twilio answers these itself (and would not deliver our reply to
-        a number that just opted out), so we say nothing: we only remember the number's choice."""
+        a number that just opted out), so we say nothing: we only remember the number's choice.
+        Twilio keeps an opt-out per pair of numbers: one sent to another of the account's numbers is
+        not about ours."""
+        if not E164_RE.fullmatch(phone) or (to and self.twilio_from and to != self.twilio_from):
+            log.info("ignoring %s from %s to another number", action.upper(), mask_phone(phone))
+            return None
         if action == replies.STOP:
             if await asyncio.to_thread(opt_outs.opt_out, self.store.engine, phone, now, opt_outs.STOP_REPLY):
                 log.warning("%s texted STOP: its SMS pages fail until it texts START", mask_phone(phone))

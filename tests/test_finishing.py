@@ -283,4 +283,34 @@ def test_an_expiring_acknowledgement_is_taken_over_by_another_replica(pg_url, na
 
     timeline = asyncio.run(scenario())
     assert [e.event for e in timeline].count("ack_expired") == 1
-    assert any(r.page.reminder for r in recorders[1].pages) and not any(r.page.reminder for r in recorders[0].pages)
+    assert any(r.page.reminder for r in recorders[1].pages)  # the replica that took the timer over reminded her
+
+
+@pytest.mark.slow
+def test_an_acknowledgement_at_one_replica_stops_the_pages_another_is_still_sending(pg_url, nats_server, tmp_path) -> None:
+    """An acknowledged incident whose acknowledgement expires is still driven (its timer), but nothing
+    may be paged for it any more but the acker's reminder: the replica sending the leg's pages stops them."""
+    db = make_engine(pg_url)
+    migrate.upgrade(db)
+    Catalog(db).apply(ladder_files.load([write(tmp_path / "finishing.yaml", FILES)]), "test", clock.now())
+    db.dispose()
+    sender, other = RecordingChannel("all"), RecordingChannel("all")
+    sender.hang.add("alice")  # a provider that does not answer: her pages stay in flight (10 s window)
+
+    def settings(i: int):
+        return settings_for(pg_url, nats_server.url, tmp_path / f"data{i}", window_scale=0.01, replica_id=f"r{i}")
+
+    async def scenario():
+        async with running_daemon(settings(0), sender) as first, running_daemon(settings(1), other) as second:
+            await first.engine.open(NewIncident("p-1", "expiring", "No heat, 12 Elm St"))
+            await eventually(lambda: len(sender.pages) == 3)
+            assert first.engine.paging() == {"p-1"}
+            await second.engine.acknowledge("p-1", "alice", "nats")  # her app, through the other replica
+            await eventually(lambda: first.engine.paging() == set(), timeout=5)  # long before the window's 10 s
+            await eventually(lambda: names(second, "p-1").count("page_failed") == 3)
+            return events(second, "p-1"), second.store.get("p-1")
+
+    timeline, row = asyncio.run(scenario())
+    failed = [e.data for e in timeline if e.event == "page_failed"]
+    assert all(f["reason"].startswith("stopped") for f in failed), failed
+    assert row.status == "acknowledged" and row.deadline is not None  # its acknowledgement's timer still runs

@@ -235,3 +235,61 @@ def test_heartbeat_list_and_forget(cli: Cli) -> None:
     missing = cli("heartbeat", "forget", "pbx-1")
     assert missing.exit_code == 2 and "no heartbeat source 'pbx-1'" in missing.stderr
     assert [s["source"] for s in json.loads(cli("heartbeat", "list", "--json").stdout)] == ["pbx-2"]
+
+
+def test_a_silence_is_claimed_once_and_not_after_a_heartbeat_moved_it(engine) -> None:
+    """What makes one silence one incident across replicas: the opening claims it in its own
+    transaction, so a second replica (or one that read the row before a heartbeat) opens nothing."""
+    from escalator.store.incidents import IncidentStore, NewIncident
+    from escalator.store.group_commit import write_one
+
+    Catalog(engine).apply(ladder_files.load([write_tmp(FILES)]), "test", clock.now())
+    incidents = IncidentStore(engine)
+    now = clock.now()
+    store.record(engine, "pbx-1", 10, now - timedelta(seconds=40))
+    store.record(engine, "pbx-2", 10, now - timedelta(seconds=40))
+    found = {s.source: s for s in heartbeats.silences(store.known(engine), now)}
+
+    def open_(silence: heartbeats.Silence):
+        new = NewIncident(silence.incident_id, "publisher-down", silence.summary())
+        return write_one(engine, lambda tx: incidents.open_in(
+            tx, new, None, now, lambda tx: store.claim_silence(tx, silence.source, silence.last_at, silence.incident_id)
+        ))
+
+    assert open_(found["pbx-1"]).outcome == "opened"
+    assert open_(found["pbx-1"]).outcome == "unclaimed"  # a second replica: nothing, not even a note
+    assert incidents.timeline(found["pbx-1"].incident_id)[1] == []
+    store.record(engine, "pbx-2", 10, now)  # a heartbeat came in after the scan read the row
+    assert open_(found["pbx-2"]).outcome == "unclaimed" and incidents.get(found["pbx-2"].incident_id) is None
+    # a heartbeat ending a silence in the second that named it moves on a second: the next silence has an id of its own
+    store.record(engine, "pbx-1", 10, found["pbx-1"].last_at.replace(microsecond=900_000))
+    assert int(store.get(engine, "pbx-1").last_at.timestamp()) == int(found["pbx-1"].last_at.timestamp()) + 1
+
+
+def write_tmp(text: str) -> Path:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "f.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_forget_is_refused_while_the_silence_has_an_incident_open(cli: Cli) -> None:
+    from escalator.store.incidents import IncidentStore, NewIncident
+    from escalator.walk import Resolve
+
+    db = make_engine(cli.env["ESCALATOR_DATABASE_URL"])
+    try:
+        Catalog(db).apply(ladder_files.load([write_tmp(FILES)]), "test", clock.now())
+        now = clock.now()
+        store.record(db, "pbx-1", 10, now - timedelta(seconds=40))
+        incidents = IncidentStore(db)
+        incidents.open(NewIncident("heartbeat:pbx-1:1", "publisher-down", "No heartbeat"), None, now)
+        with db.begin() as c:
+            c.execute(sa.text("UPDATE heartbeats SET incident_id = 'heartbeat:pbx-1:1'"))
+        refused = cli("heartbeat", "forget", "pbx-1")
+        assert refused.exit_code == 2 and "incident heartbeat:pbx-1:1 is open" in refused.stderr, refused.output
+        incidents.step("heartbeat:pbx-1:1", Resolve("ops"), now)
+        assert cli("heartbeat", "forget", "pbx-1").exit_code == 0
+    finally:
+        db.dispose()

@@ -23,7 +23,7 @@ class Hooks:
     def __init__(self) -> None:
         self.texts: list[tuple[str, str, str]] = []
 
-    async def sms(self, phone: str, body: str, sid: str) -> str | None:
+    async def sms(self, phone: str, body: str, sid: str, to: str = "") -> str | None:
         self.texts.append((phone, body, sid))
         return f"got {body}"
 

@@ -437,7 +437,7 @@ def test_calls_of_a_leg_that_ends_are_stopped() -> None:
         exhausted, _ = expire(exhausted, T0 + timedelta(minutes=10))
     assert exhausted.status == "exhausted"
     _, cmds = decide(exhausted, Acknowledge("ops"), T0)
-    assert CancelCalls(("x.alice.voice", "x.bob.voice", "x.carol.voice", "x.dave.voice")) in cmds
+    assert CancelCalls(("x1.alice.voice", "x1.bob.voice", "x1.carol.voice", "x1.dave.voice")) in cmds
 
 
 # -- scheduled legs (SPEC §10): who is on call arrives as data --------------------------------------
@@ -526,7 +526,7 @@ def test_a_pass_from_the_person_on_call_counts_and_exhaustion_pages_who_was_and_
     # stopping the exhaustion's calls covers the people on call too
     walk2, cmds = decide(walk, Acknowledge("ops"), T0 + timedelta(seconds=160))
     cancelled = [c for c in cmds if isinstance(c, CancelCalls)][0].keys
-    assert "x.dan.voice" in cancelled and "x.alice.voice" in cancelled
+    assert "x1.dan.voice" in cancelled and "x1.alice.voice" in cancelled
     # the resolved targets survive a round trip through the stored state
     again = w.Walk.from_dict("inc-1", Plan.from_dict(p.to_dict()), walk.to_dict())
     assert again == walk

@@ -120,8 +120,11 @@ def test_a_confirmation_is_ack_renewed_and_restarts_the_timer() -> None:
     assert CancelCalls(("r2.alice.voice",)) in cmds and StopPages() in cmds
 
 
-def test_a_confirmation_before_any_reminder_also_restarts_the_timer() -> None:
-    walk, _ = acked_by_alice()
+def test_a_confirmation_before_any_reminder_also_restarts_the_timer_but_a_repeat_moments_later_does_not() -> None:
+    walk, _ = acked_by_alice()  # at T0 + 30 s
+    repeat = T0 + timedelta(seconds=30 + 59)  # within RENEW_QUIET_S (60 s; a tenth of 600 s) of the acknowledgement
+    after, cmds = decide(walk, Acknowledge("alice", "sms", "alice"), repeat)
+    assert after == walk and cmds[0].kind == w.TAKEN and cmds[0].by == "alice"
     walk, cmds = decide(walk, Acknowledge("alice", "sms", "alice"), T0 + timedelta(minutes=5))
     assert emits(cmds) == ["ack_renewed"] and walk.window == (1, ACK_TIMER + 2)
     assert walk.deadline == T0 + timedelta(minutes=5, seconds=EXPIRES)
@@ -137,7 +140,7 @@ def test_nobody_else_can_confirm_and_a_pass_changes_nothing() -> None:
 
 def test_an_operator_may_confirm_in_the_ackers_name() -> None:
     walk, _ = acked_by_alice()
-    walk, cmds = decide(walk, Acknowledge("alice", w.NATS), T0 + timedelta(minutes=1))
+    walk, cmds = decide(walk, Acknowledge("alice", w.NATS), T0 + timedelta(minutes=2))
     assert emits(cmds) == ["ack_renewed"]
 
 
@@ -173,7 +176,8 @@ def test_a_reminder_that_reaches_nobody_expires_the_ack_at_once() -> None:
 def test_a_timer_that_fired_while_a_confirmation_was_decided_is_stale() -> None:
     walk, _ = acked_by_alice()
     old = walk.window
-    walk, _ = decide(walk, Acknowledge("alice", "sms", "alice"), T0 + timedelta(minutes=1))
+    walk, cmds = decide(walk, Acknowledge("alice", "sms", "alice"), T0 + timedelta(minutes=3))
+    assert emits(cmds) == ["ack_renewed"]
     after, cmds = decide(walk, WindowExpired(*old), walk.deadline)
     assert after == walk and cmds[0].kind == w.STALE
     # and the leg's own old window after the acknowledgement, too
@@ -190,6 +194,20 @@ def test_resolve_stops_the_timer_and_the_reminder() -> None:
     assert CancelWindow() in cmds and StopPages() in cmds and CancelCalls(("r2.alice.voice",)) in cmds
     after, cmds = decide(walk, WindowExpired(*timer), T0 + timedelta(hours=1))
     assert after == walk and cmds[0].kind == w.STALE
+
+
+def test_in_a_later_cycle_the_acker_is_reminded_on_the_leg_they_were_paged_on_last() -> None:
+    p = Plan("night", 3, 0, (
+        LegPlan("primary", 120, (("alice", "voice"),)),
+        LegPlan("secondary", 90, (("bob", "sms"),)),
+        LegPlan("fallback", 60, (("alice", "sms"), ("alice", "push"))),
+    ), ack_expires_s=EXPIRES)
+    walk, _ = decide(w.new("inc-1", p), Open({}), T0)
+    for at in (120, 210, 270, 390):  # cycle 1 ends, cycle 2: primary (alice by voice) then secondary
+        walk, _ = fire(walk, T0 + timedelta(seconds=at))
+    assert (walk.cycle, walk.leg_index) == (2, 1)
+    walk, _ = decide(walk, Acknowledge("alice", "sms", "alice"), T0 + timedelta(seconds=400))
+    assert walk.acker == (("alice", "voice"),)  # this cycle's primary, not the previous cycle's fallback
 
 
 def test_an_acker_paged_on_an_earlier_leg_is_reminded_on_that_legs_channels() -> None:
@@ -213,8 +231,9 @@ def test_an_acknowledgement_of_an_exhausted_ladder_expires_too_and_the_cycles_li
     walk, cmds = fire(walk, walk.deadline)  # expired: a new cycle although cycles is 1 …
     assert (walk.status, walk.cycle) == ("open", 2)
     walk, _ = fire(walk, walk.deadline)
-    walk, cmds = fire(walk, walk.deadline)  # … and after its last leg, exhaustion again
+    walk, cmds = fire(walk, walk.deadline)  # … and after its last leg, exhaustion again, with pages of its own
     assert walk.status == "exhausted" and "exhausted" in emits(cmds)
+    assert {c.key for c in cmds if isinstance(c, PageCmd)} == {"x2.alice.voice", "x2.alice.sms", "x2.alice.push", "x2.bob.voice", "x2.bob.sms"}
 
 
 def test_the_state_round_trips_through_plain_dicts() -> None:
@@ -232,10 +251,11 @@ STEPS = st.sampled_from(["fire", "ack-alice", "ack-bob", "ack-ops", "renew-ops",
 @settings(max_examples=400, deadline=None)
 @given(cycles=st.integers(0, 2), script=st.lists(STEPS, max_size=40))
 def test_properties_of_any_walk_with_expiring_acknowledgements(cycles: int, script: list[str]) -> None:
-    walk, _ = decide(w.new("inc-1", plan(cycles)), Open({}), T0)
+    walk, cmds = decide(w.new("inc-1", plan(cycles)), Open({}), T0)
     t = T0
     timers = [walk.window]
     resolved = False
+    keys = {c.key for c in cmds if isinstance(c, PageCmd)}
     for step in script:
         t += timedelta(seconds=11)
         before = walk
@@ -263,6 +283,11 @@ def test_properties_of_any_walk_with_expiring_acknowledgements(cycles: int, scri
             walk, cmds = decide(walk, PageFailed(PageCmd(key, contact, channel, walk.cycle, walk.leg_index, "x", 1), "x"), t)
         else:
             continue
+        # every page of an incident has a key of its own (its row's and its SMS code's key), even
+        # when the walk is exhausted a second time after an expired acknowledgement
+        new_keys = [c.key for c in cmds if isinstance(c, PageCmd)]
+        assert len(set(new_keys)) == len(new_keys) and not keys & set(new_keys), (keys, new_keys)
+        keys |= set(new_keys)
         # resolve is final: nothing paged, nothing armed after it
         if resolved:
             assert walk.status == "resolved" and pages(cmds) == [] and armed(cmds) == []

@@ -40,6 +40,13 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @app.command("forget")
 def forget(ctx: typer.Context, source: Annotated[str, typer.Argument(help="The source to retire.", show_default=False)]) -> None:
     """Retire a source: its silence no longer opens incidents (its next heartbeat makes it known again)."""
-    if not store.forget(state(ctx).schema_checked, source):
+    try:
+        forgotten = store.forget(state(ctx).schema_checked, source)
+    except store.SilenceOpen as exc:
+        raise InvalidInput(Problem(
+            f"heartbeat source {source!r} is silent and incident {exc} is open: resolve it first (`escalator incident resolve {exc}`)",
+            field="source",
+        )) from None
+    if not forgotten:
         raise InvalidInput(Problem(f"no heartbeat source {source!r} (see `escalator heartbeat list`)", field="source"))
     typer.echo(f"heartbeat source {source}: forgotten")

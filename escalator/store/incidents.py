@@ -107,6 +107,7 @@ class Standing:
     status: str
     owner: str | None
     driven: bool  # a timer or pages still to drive (walk.driven)
+    live: frozenset[str] = frozenset()  # the pages that still matter (the walk's `live`: a reminder's, once taken)
 
 
 @dataclass
@@ -324,9 +325,13 @@ class IncidentStore:
         with read_session(self.engine) as session:
             for chunk in _chunks(ids):
                 rows = session.execute(
-                    sa.select(IncidentRow.id, IncidentRow.status, IncidentRow.owner, IncidentRow.deadline).where(IncidentRow.id.in_(chunk))
+                    sa.select(IncidentRow.id, IncidentRow.status, IncidentRow.owner, IncidentRow.deadline, IncidentRow.state)
+                    .where(IncidentRow.id.in_(chunk))
                 )
-                out.update({i: Standing(status, owner, walk_.driven(status, deadline is not None)) for i, status, owner, deadline in rows})
+                out.update({
+                    i: Standing(status, owner, walk_.driven(status, deadline is not None), frozenset((state or {}).get("live", ())))
+                    for i, status, owner, deadline, state in rows
+                })
         return out
 
     def unsent_pages(self, incident_ids: Iterable[str]) -> list[tuple[str, PageCmd, bool]]:

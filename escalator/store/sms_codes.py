@@ -45,6 +45,19 @@ _CODE_OF_PAGE = sa.select(_CODES.c.code).where(_CODES.c.incident_id == sa.bindpa
 _LOCK_NUMBER = sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))")
 
 
+def _waiting() -> sa.ColumnElement[bool]:
+    """A code a reply may act on: its incident waits for somebody, or it is the acker's and the acker
+    is being reminded (`reminding` in the walk's state: only then, so the acker's bare ACK for a new
+    incident is not made ambiguous by one they hold for hours)."""
+    return sa.or_(
+        IncidentRow.status.in_(walk.ACTIVE),
+        sa.and_(
+            IncidentRow.status == walk.ACKNOWLEDGED, IncidentRow.deadline.is_not(None), IncidentRow.acked_by == SmsCodeRow.contact,
+            IncidentRow.state["reminding"].as_boolean().is_(True),
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class CodeRequest:
     """An SMS page that needs its reply code, asked for by a step (escalator.store.incidents)."""
@@ -136,18 +149,15 @@ class SmsCodes:
             digits += 1  # every 4-digit code used for this number in 72 h: longer codes
 
     def open_pages(self, phone: str) -> list[SmsCodeRow]:
-        """Pages to this number whose incident still waits for somebody, newest first; and the
-        acker's pages of an incident whose acknowledgement expires (SPEC §11): their reply confirms it."""
-        waiting = sa.or_(
-            IncidentRow.status.in_(walk.ACTIVE),
-            sa.and_(IncidentRow.status == walk.ACKNOWLEDGED, IncidentRow.deadline.is_not(None), IncidentRow.acked_by == SmsCodeRow.contact),
-        )
+        """Pages to this number whose incident still waits for somebody, newest first; and, while the
+        acker is being reminded of an expiring acknowledgement (SPEC §11), the acker's pages of it:
+        their reply confirms it."""
         with read_session(self.engine) as session:
             return list(
                 session.scalars(
                     sa.select(SmsCodeRow)
                     .join(IncidentRow, IncidentRow.id == SmsCodeRow.incident_id)
-                    .where(SmsCodeRow.phone == phone, waiting, SmsCodeRow.replaced_at.is_(None))
+                    .where(SmsCodeRow.phone == phone, _waiting(), SmsCodeRow.replaced_at.is_(None))
                     .order_by(SmsCodeRow.created_at.desc(), SmsCodeRow.id.desc())
                 )
             )
@@ -208,7 +218,7 @@ class SmsCodes:
                 return []  # replaced meanwhile (another replica), or not due
             rows = list(session.scalars(
                 sa.select(SmsCodeRow).join(IncidentRow, IncidentRow.id == SmsCodeRow.incident_id)
-                .where(SmsCodeRow.phone == phone, IncidentRow.status.in_(walk.ACTIVE), SmsCodeRow.replaced_at.is_(None))
+                .where(SmsCodeRow.phone == phone, _waiting(), SmsCodeRow.replaced_at.is_(None))
                 .order_by(SmsCodeRow.created_at.desc(), SmsCodeRow.id.desc())
             ))
             taken = set(session.scalars(_TAKEN, {"phone": phone, "since": now - CODE_REUSE}))

@@ -30,7 +30,7 @@ XML = "application/xml"
 
 
 class Webhooks(Protocol):
-    async def sms(self, phone: str, body: str, sid: str) -> str | None: ...
+    async def sms(self, phone: str, body: str, sid: str, to: str = "") -> str | None: ...
 
     async def voice(self, incident_id: str, key: str, answered_by: str | None, attempt: int) -> str: ...
 
@@ -139,7 +139,7 @@ def twilio_routes(
     async def sms(form: dict[str, str], q: dict[str, str]) -> Response:
         if not form.get("MessageSid"):  # Twilio always sends it: it is what makes a replay harmless
             return PlainTextResponse("MessageSid is missing\n", status_code=400)
-        text = await hooks.sms(form.get("From", ""), form.get("Body", ""), form["MessageSid"])  # type: ignore[union-attr]
+        text = await hooks.sms(form.get("From", ""), form.get("Body", ""), form["MessageSid"], form.get("To", ""))  # type: ignore[union-attr]
         return Response(twiml.sms_reply(text), media_type=XML)
 
     async def voice(form: dict[str, str], q: dict[str, str]) -> Response:
