@@ -430,12 +430,21 @@ class Engine:
             return
         waiting.done.exception()  # retrieved: every waiter retries on its own
 
-    async def note(self, incident_id: str, text: str) -> None:
+    async def note(self, incident_id: str, text: str | None, delivery: tuple[str, str] | None = None) -> None:
         """A line in the incident's timeline that is not an event (a delivery report, a voicemail, a
-        call we cancelled): written with the next group of steps, as routine work that never holds up
-        a step that pages (a storm's thousands of delivery reports are not a transaction each)."""
+        call we cancelled), and/or what the provider last said of a page (`delivery`: (page key,
+        status), shown by `escalator watch`): written with the next group of steps, as routine work
+        that never holds up a step that pages (a storm's thousands of delivery reports are not a
+        transaction each)."""
         now = self.now()
-        await self.steps.submit(lambda tx: self.store.note_in(tx, incident_id, text, now), incident_id, urgent=False)
+
+        def write(tx: Any) -> None:
+            if delivery is not None:
+                self.store.delivery_in(tx, incident_id, delivery[0], delivery[1], now)
+            if text is not None:
+                self.store.note_in(tx, incident_id, text, now)
+
+        await self.steps.submit(write, incident_id, urgent=False)
 
     async def _cancel_calls(self, incident_id: str, command: CancelCalls) -> None:
         """Best effort: a call that is no longer queued or ringing is left alone by the provider."""

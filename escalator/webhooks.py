@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
@@ -57,6 +58,12 @@ def answer_text(answer: Answer) -> str:
     if answer.result == walk.NO_CALL:
         return answer.reason[:1].upper() + answer.reason[1:] + "."
     return f"Incident {incident} has moved on to the next person."  # stale, or not on this leg
+
+
+# What a page's row says the provider last told of it (escalator watch): Twilio's own words for a
+# call or a text (from its status callback: lower-case letters and dashes, bounded), or ours.
+_DELIVERY = re.compile(r"[a-z-]{1,20}")
+ANSWERED, VOICEMAIL = "answered", "voicemail"
 
 
 def _reminding(incident: IncidentRow, contact: str) -> bool:
@@ -184,8 +191,10 @@ class Webhooks:
         if incident is None or page is None:
             return twiml.say_and_hang_up("This call is no longer needed. Goodbye.")
         if answered_by and answered_by.startswith(("machine", "fax")):
-            await self.engine.note(incident_id, f"voice call to {page.contact} reached voicemail")
+            await self.engine.note(incident_id, f"voice call to {page.contact} reached voicemail", (key, VOICEMAIL))
             return twiml.voicemail()
+        if attempt == 1 and page.delivery != ANSWERED:
+            await self.engine.note(incident_id, None, (key, ANSWERED))
         again = self._url("/twilio/voice", incident_id, key, attempt + 1) if attempt < twiml.PROMPT_ATTEMPTS else None
         gather = self._url("/twilio/gather", incident_id, key, attempt)
         if walk.is_reminder(key) and _reminding(incident, page.contact):
@@ -274,6 +283,8 @@ class Webhooks:
         page = await asyncio.to_thread(self.store.page, incident_id, key)
         if page is None or channel not in (walk.VOICE, walk.SMS):
             return
+        if _DELIVERY.fullmatch(status) and page.delivery != VOICEMAIL:  # a voicemail's "completed" says less
+            await self.engine.note(incident_id, None, (key, ANSWERED if status == "in-progress" else status))
         outcome = twilio.callback_outcome(channel, status)
         if outcome == twilio.FAILED:
             reason = f"{channel} {status}" + (f" (Twilio error {error_code})" if error_code else "")

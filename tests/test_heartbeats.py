@@ -142,6 +142,7 @@ def test_a_daemon_restarted_during_a_silence_opens_its_incident_and_the_next_bea
             purged = await stream_subjects(nats_server.url)  # … and once handled, purged (at start, then every 10 min)
             await publish(nats_server.url, "incidents.heartbeat", {"source": "pbx-1", "interval": "10s"})
             await eventually(lambda: daemon.store.get(expected).status == "resolved")
+            await eventually(lambda: store.get(db, "pbx-1").incident_id is None)  # the beat is recorded after the resolve
             return expected, opened, daemon.store.timeline(expected)[0], subjects, purged, store.get(db, "pbx-1")
 
     expected, opened, timeline, subjects, purged, after = asyncio.run(scenario())

@@ -174,6 +174,7 @@ class TwilioChannel:
             call = await self.client.calls.create_async(
                 to=page.contact.phone, from_=self.from_number, url=callback_url(self.public_url, voice_path, **query),
                 method="POST", status_callback=status_url, status_callback_method="POST",
+                status_callback_event=["ringing", "answered", "completed"],  # ringing / answered: shown by `escalator watch`
                 machine_detection="Enable", timeout=30,
             )
             return str(call.sid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -201,3 +202,30 @@ def show(ctx: typer.Context, incident_id: IdArg, as_json: JsonOpt = False) -> No
         table.add_row(seq, when(at, zone), event, leg, data.get("contact", ""), data.get("channel", ""),
                       data.get("by") or data.get("reason") or "")
     out.print(table)
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    since: Annotated[str, typer.Option("--since", help="How far back: 7d, 24h, 90m, 2w (events recorded since then).")] = "7d",
+    fmt: Annotated[str, typer.Option("--format", help="jsonl (one JSON object a line) or csv.")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """The audit timeline of every incident, one event per line, streamed (SPEC §12)."""
+    import sys
+
+    from escalator import clock
+    from escalator.schedules import parse_span
+    from escalator.store import exports
+
+    if fmt not in exports.FORMATS:
+        raise InvalidInput(Problem(f"{fmt!r} is not a format: jsonl or csv", field="--format"))
+    until = clock.now()
+    start = until - parse_span(since, "--since")
+    engine = state(ctx).schema_checked
+    if output is None:
+        exports.write(engine, start, until, fmt, sys.stdout)
+        sys.stdout.flush()
+        return
+    with output.open("w", encoding="utf-8", newline="") as out:
+        exports.write(engine, start, until, fmt, out)

@@ -363,6 +363,11 @@ class IncidentStore:
         with read_session(self.engine) as session:
             return session.get(PageRow, (incident_id, key))
 
+    @staticmethod
+    def delivery_in(tx: Tx, incident_id: str, key: str, status: str, now: datetime) -> None:
+        """What the provider last said of a page (ringing, answered, voicemail, delivered …)."""
+        tx.execute(_UPDATE_PAGE, [{"_id": incident_id, "_key": key, "delivery": status[:32], "updated_at": now}])
+
     def note_in(self, tx: Tx, incident_id: str, text: str, now: datetime) -> None:
         """Something worth the audit trail that is not an event (a delivery report, a voicemail)."""
         if tx.read(_STATUS, {"id": incident_id}).first() is not None:

@@ -161,6 +161,8 @@ class IncidentRow(SQLModel, table=True):
     __table_args__ = (
         sa.ForeignKeyConstraint(["ladder", "version"], ["ladder_versions.ladder", "ladder_versions.version"]),
         sa.Index("ix_incidents_status_deadline", "status", "deadline"),
+        sa.Index("ix_incidents_closed_at", "closed_at"),  # the last closed ones (escalator watch)
+        sa.Index("ix_incidents_opened_at", "opened_at"),  # reports by time
         # Leases look up active incidents by owner; closed ones (the vast majority) stay out of it.
         sa.Index(
             "ix_incidents_active_owner", "owner",
@@ -193,6 +195,7 @@ class IncidentEventRow(SQLModel, table=True):
     """The audit timeline: exactly the events published on `escalations.<event>`."""
 
     __tablename__ = "incident_events"
+    __table_args__ = (sa.Index("ix_incident_events_at", "at"),)  # reports and exports by time (SPEC §12)
 
     incident_id: str = Field(primary_key=True, foreign_key="incidents.id", max_length=128)
     seq: int = Field(primary_key=True)
@@ -231,6 +234,9 @@ class PageRow(SQLModel, table=True):
     reason: str | None = None
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+    # What the provider last said of it after taking it (ringing, answered, voicemail, delivered …),
+    # from its status callbacks: what `escalator watch` shows (SPEC §12).
+    delivery: str | None = Field(default=None, max_length=32)
 
 
 class OutboxRow(SQLModel, table=True):
