@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test tools bench clean
 
 # Dependencies come from the lock file, every one pinned and checked against its hash
 # (requirements-dev.lock: the runtime's requirements.lock plus the test tools). Regenerate both
@@ -25,8 +25,22 @@ run: $(BIN)/.installed
 	$(BIN)/escalator oncall
 	$(BIN)/escalator run --embedded-nats
 
+# Two test tools from Debian's packages: promtool (checks the monitoring component's alert and
+# dashboard expressions), unpacked from the `prometheus` package into .venv rather than installed, so
+# no Prometheus service is set up; and tmux (drives `escalator watch` in a real terminal), installed
+# when missing. Both need apt (CI's machines and Debian/Ubuntu); elsewhere, install them yourself.
+$(BIN)/promtool: | $(BIN)/.installed
+	rm -rf $(VENV)/deb && mkdir -p $(VENV)/deb
+	cd $(VENV)/deb && (apt-get download prometheus >/dev/null 2>&1 || (apt-get update -qq && apt-get download prometheus)) \
+	  && dpkg-deb -x prometheus_*.deb root && cp root/usr/bin/promtool ../bin/promtool
+	rm -rf $(VENV)/deb
+
+tools: $(BIN)/promtool
+	@command -v tmux >/dev/null || apt-get install -y -qq --no-install-recommends tmux >/dev/null \
+	  || (apt-get update -qq && apt-get install -y -qq --no-install-recommends tmux >/dev/null)
+
 # Set up and run the whole test suite (SQLite and the PostgreSQL on 127.0.0.1:5432, database `test`).
-test: $(BIN)/.installed
+test: $(BIN)/.installed tools
 	$(BIN)/python -m pytest
 
 # The SPEC §9 figures on this machine (README "Benchmarks"); BENCH_ARGS=--quick for a short run.

@@ -257,6 +257,7 @@ class Daemon:
         rounds = 0
         while not self.stop_event.is_set():
             try:
+                await self.readiness()  # also sets escalator_ready, whether or not anything polls /readyz
                 await self.engine.refresh_gauges()
                 self.metrics.outbox_backlog.set(await asyncio.to_thread(self.outbox.count))
                 self.metrics.heartbeats_silent.set(await asyncio.to_thread(heartbeat_rows.silences_open, self.db))
@@ -280,6 +281,7 @@ class Daemon:
             await asyncio.wait_for(asyncio.to_thread(ping), 3)
         except Exception as exc:
             database = {"ok": False, "error": f"{type(exc).__name__}"}
+        self.metrics.ready.set(1 if database["ok"] and self.ready.is_set() else 0)
         connected = bool(self.nats and self.nats.is_connected)
         return {
             "database": database,

@@ -35,6 +35,9 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120), registry=r,
         )
         self.leases_held = Gauge("escalator_leases_held", "Open incidents this replica drives (holds the lease of)", registry=r)
+        self.ready = Gauge(
+            "escalator_ready", "1 while this replica is ready (its database answers), as /readyz says; 0 otherwise", registry=r
+        )
         self.heartbeats_silent = Gauge(
             "escalator_heartbeat_sources_silent", "Heartbeat sources whose silence has an incident open (SPEC §11)", registry=r
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from escalator.cli import contact, db, heartbeat, incident, ladder, report, schedule
+from escalator.cli import contact, db, heartbeat, incident, ladder, report, schedule, watch
 from escalator.cli.common import CliState, EscalatorGroup
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command("run")(incident.run)
 app.command("apply")(ladder.apply)
 app.command("publish")(incident.publish)
 app.command("report")(report.report)
+app.command("watch")(watch.watch)
 app.add_typer(ladder.app, name="ladder")
 app.add_typer(schedule.app, name="schedule")
 app.add_typer(schedule.cover_app, name="cover")
