@@ -4,7 +4,6 @@ daemon and a real nats-server; the board's reads on both databases; the plain vi
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import sys

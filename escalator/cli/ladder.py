@@ -28,24 +28,20 @@ from escalator.errors import InvalidInput, Problem
 from escalator.ladders import (
     AckExpiry,
     Channel,
-    Contact,
     Duration,
     Identifier,
     Ladder,
     add_leg as add_leg_to,
     format_duration,
     move_leg as move_leg_in,
-    opted_out_warnings,
     remove_leg as remove_leg_from,
     set_fields,
     set_leg as set_leg_of,
     swap_contacts,
     validate_value,
 )
-from escalator.schedules import ScheduleDoc
-from escalator.store import opt_outs
-from escalator.store.catalog import Catalog, LadderVersion
-from escalator.cli.schedule import warn_gaps
+from escalator.store.catalog import LadderVersion
+from escalator.cli.checks import warn_gaps, warn_opted_out
 
 app = typer.Typer(help="Inspect and edit ladders.", no_args_is_help=True)
 
@@ -130,20 +126,6 @@ def validate(
     if catalog is not None:
         warn_opted_out(catalog, [lad for lad, _ in declared.ladders], {c.id: c for c, _ in declared.contacts},
                        {s.name: s for s in schedules})
-
-
-def warn_opted_out(catalog: Catalog, ladders: list[Ladder], contacts: dict[str, Contact] | None = None,
-                   schedules: dict[str, ScheduleDoc] | None = None) -> None:
-    """Legs relying on the SMS of a number that texted STOP, on stderr (SPEC §11). `contacts` and
-    `schedules`: those declared in the files, over what the database holds."""
-    opted = opt_outs.opted_out(catalog.engine)
-    if not opted or not ladders:
-        return
-    people = catalog.contact_map() | (contacts or {})
-    known = {v.name: v.definition for v in catalog.schedules() if v.definition} | (schedules or {})
-    for ladder in ladders:
-        for line in opted_out_warnings(ladder, people, {n: s.contact_ids() for n, s in known.items()}, opted):
-            typer.echo(line, err=True)
 
 
 # -- reading --------------------------------------------------------------------------------------

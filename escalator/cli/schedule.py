@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,34 +13,20 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from escalator import clock, ladder_files, oncall, walk
+from escalator.cli.checks import overrides_of, warn_gaps
 from escalator.cli.common import (
     ActorOpt, CommentOpt, JsonOpt, actor_of, console, history_table, print_json, state, styled, write_out,
 )
 from escalator.errors import InvalidInput, Problem
 from escalator.ladders import Identifier, validate_value
-from escalator.schedules import ScheduleDoc, gap_warnings, parse_span, parse_when
-from escalator.store.catalog import Catalog, Override, ScheduleVersion
+from escalator.schedules import parse_span, parse_when
+from escalator.store.catalog import Override, ScheduleVersion
 from escalator.store.incidents import build_plan
 
 app = typer.Typer(help="Inspect schedules: who is on call, when, and the gaps.", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="The schedule's name.", show_default=False)]
 AtOpt = Annotated[str, typer.Option("--at", help="now, HH:MM (the next one), or a date-time (without offset: the schedule's zone).")]
-GAP_DAYS = 28
-
-
-def _overrides_of(overrides: Iterable[Override], schedule: str) -> tuple[oncall.Override, ...]:
-    return tuple(
-        oncall.Override(str(o.id), o.by, o.start, o.until, o.instead_of, o.add) for o in overrides if o.schedule == schedule
-    )
-
-
-def warn_gaps(schedules: Iterable[ScheduleDoc], overrides: Iterable[Override], now: datetime) -> None:
-    """Every gap in the next 28 days, on stderr; the exit status stays what it is."""
-    overrides = list(overrides)
-    for schedule in schedules:
-        for line in gap_warnings(schedule.plan(), _overrides_of(overrides, schedule.name), now, GAP_DAYS):
-            typer.echo(line, err=True)
 
 
 def _stamp(moment: datetime, timezone: str) -> str:
@@ -66,7 +51,7 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     rows = []
     for v in versions:
         assert v.definition is not None
-        people = oncall.on_call(v.definition.plan(), _overrides_of(overrides, v.name), now)
+        people = oncall.on_call(v.definition.plan(), overrides_of(overrides, v.name), now)
         rows.append((v, people))
     if as_json:
         print_json([
@@ -101,7 +86,7 @@ def show(
         return
     now = clock.now()
     overrides = catalog.overrides([name], since=now)
-    plan, mine = d.plan(), _overrides_of(overrides, name)
+    plan, mine = d.plan(), overrides_of(overrides, name)
     end = now + timedelta(days=days)
     turns = oncall.turns(plan, mine, now, end)
     gaps = oncall.gaps(plan, mine, now, end)
@@ -141,7 +126,7 @@ def who(ctx: typer.Context, name: NameArg, at: AtOpt = "now", as_json: JsonOpt =
     v = catalog.schedule(name)
     assert v.definition is not None
     moment = parse_when(at, v.definition.timezone, clock.now())
-    people = oncall.on_call(v.definition.plan(), _overrides_of(catalog.overrides([name], since=moment), name), moment)
+    people = oncall.on_call(v.definition.plan(), overrides_of(catalog.overrides([name], since=moment), name), moment)
     if as_json:
         print_json({"schedule": name, "at": moment, "on_call": [_on_call_json(p) for p in people]})
         return
@@ -361,7 +346,7 @@ def oncall_command(
     schedules = {v.name: v.definition for v in catalog.schedules() if v.definition is not None}
     overrides = catalog.overrides(since=moment)
     people = {
-        name: [p.contact for p in oncall.on_call(d.plan(), _overrides_of(overrides, name), moment)] for name, d in schedules.items()
+        name: [p.contact for p in oncall.on_call(d.plan(), overrides_of(overrides, name), moment)] for name, d in schedules.items()
     }
     on_call = {
         name: tuple(walk.Reach(c, bool(contacts[c].phone), bool(contacts[c].push_tokens)) for c in ids if c in contacts)
