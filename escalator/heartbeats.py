@@ -63,16 +63,16 @@ def silence_id(source: str, last_at: datetime) -> str:
 
 def silences(rows: Iterable[HeartbeatRow], now: datetime) -> list[Silence]:
     """Pure: the sources silent for SILENT_AFTER intervals whose silence has no incident yet."""
-    return [
-        Silence(r.source, r.last_at, r.interval_s)
-        for r in rows
-        if r.incident_id is None and now - r.last_at >= timedelta(seconds=SILENT_AFTER * r.interval_s)
-    ]
+    return [Silence(r.source, r.last_at, r.interval_s) for r in rows if r.incident_id is None and _silent(r, now)]
+
+
+def _silent(row: HeartbeatRow, now: datetime) -> bool:
+    return now - row.last_at >= timedelta(seconds=SILENT_AFTER * row.interval_s)
 
 
 def state_of(row: HeartbeatRow, now: datetime) -> str:
     """For `escalator heartbeat list`: ok, late (a beat missed), silent (an incident is open or opening)."""
-    if row.incident_id is not None or now - row.last_at >= timedelta(seconds=SILENT_AFTER * row.interval_s):
+    if row.incident_id is not None or _silent(row, now):
         return "silent"
     return "late" if now - row.last_at > timedelta(seconds=row.interval_s * 1.5) else "ok"
 

@@ -21,23 +21,19 @@ INSTRUCTIONS = "Press 1 to take this incident. Press 2 to pass it on. Press star
 
 def prompt(summary: str, gather_url: str, again_url: str | None) -> str:
     """Say the incident and wait for one key; with no key, go on to `again_url` (or say goodbye)."""
-    response = VoiceResponse()
-    gather = Gather(num_digits=1, action=gather_url, method="POST", timeout=GATHER_TIMEOUT_S, finish_on_key="")
-    gather.say(f"Urgent incident. {summary}. {INSTRUCTIONS}")
-    response.append(gather)
-    if again_url:
-        response.redirect(again_url, method="POST")
-    else:
-        response.say("No key was pressed. Goodbye.")
-        response.hangup()
-    return str(response)
+    return _ask(f"Urgent incident. {summary}. {INSTRUCTIONS}", gather_url, again_url)
 
 
 def reminder(summary: str, gather_url: str, again_url: str | None) -> str:
     """An expiring acknowledgement's reminder: key 1 confirms the acker is still on it."""
+    return _ask(f"You took {summary}. Press 1 if you are still on it.", gather_url, again_url)
+
+
+def _ask(text: str, gather_url: str, again_url: str | None) -> str:
+    """Say `text` and wait for one key into `gather_url`; with no key, `again_url` (or goodbye)."""
     response = VoiceResponse()
     gather = Gather(num_digits=1, action=gather_url, method="POST", timeout=GATHER_TIMEOUT_S, finish_on_key="")
-    gather.say(f"You took {summary}. Press 1 if you are still on it.")
+    gather.say(text)
     response.append(gather)
     if again_url:
         response.redirect(again_url, method="POST")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,9 +29,8 @@ from escalator.walk import (
     WindowExpired,
     decide,
 )
+from tests.test_walk import ALL, T0, emits, pages  # the walk tests' own helpers
 
-T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
-ALL = ("voice", "sms", "push")
 EXPIRES = 600.0
 
 
@@ -46,16 +45,8 @@ def plan(cycles: int = 0, expires: float | None = EXPIRES) -> Plan:
     )
 
 
-def emits(cmds) -> list[str]:
-    return [c.event for c in cmds if isinstance(c, Emit)]
-
-
 def emitted(cmds, event: str) -> dict:
     return next(c.fields for c in cmds if isinstance(c, Emit) and c.event == event)
-
-
-def pages(cmds) -> list[tuple[str, str]]:
-    return [(c.contact, c.channel) for c in cmds if isinstance(c, PageCmd)]
 
 
 def armed(cmds) -> list[ArmWindow]:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from escalator.store.db import read_session
+from escalator.store.incidents import rfc3339
 from escalator.store.tables import IncidentEventRow, IncidentRow
 
 COLUMNS = ("incident_id", "seq", "at", "event", "ladder", "version", "cycle", "leg", "leg_index", "contact", "channel", "by",
@@ -40,7 +41,7 @@ def rows(engine: Engine, since: datetime, until: datetime) -> Iterator[dict[str,
         for incident_id, seq, at, event, ladder, version, data in session.execute(query):
             data = data or {}
             yield {
-                "incident_id": incident_id, "seq": seq, "at": _rfc3339(at), "event": event, "ladder": ladder, "version": version,
+                "incident_id": incident_id, "seq": seq, "at": rfc3339(at), "event": event, "ladder": ladder, "version": version,
                 **{name: data.get(name) for name in ("cycle", "leg", "leg_index", "contact", "channel", "by", "reason")},
                 "data": {k: v for k, v in sorted(data.items()) if k not in _OWN},
             }
@@ -60,7 +61,3 @@ def write(engine: Engine, since: datetime, until: datetime, fmt: str, out: TextI
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

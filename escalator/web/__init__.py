@@ -146,21 +146,16 @@ def twilio_routes(
         body = await hooks.voice(q.get("incident", ""), q.get("key", ""), form.get("AnsweredBy"), _attempt(q))  # type: ignore[union-attr]
         return Response(body, media_type=XML)
 
-    async def gather(form: dict[str, str], q: dict[str, str]) -> Response:
-        if not form.get("CallSid"):
-            return PlainTextResponse("CallSid is missing\n", status_code=400)
-        body = await hooks.gather(  # type: ignore[union-attr]
-            q.get("incident", ""), q.get("key", ""), form.get("Digits", ""), _attempt(q), form["CallSid"]
-        )
-        return Response(body, media_type=XML)
+    def key_press(act: Callable[[str, str, str, int, str], Awaitable[str]]) -> Callable[[dict[str, str], dict[str, str]], Awaitable[Response]]:
+        """A `<Gather>`'s action (a key pressed on a call): `act(incident, key, digits, attempt, call sid)`."""
 
-    async def connect(form: dict[str, str], q: dict[str, str]) -> Response:
-        if not form.get("CallSid"):
-            return PlainTextResponse("CallSid is missing\n", status_code=400)
-        body = await hooks.connect(  # type: ignore[union-attr]
-            q.get("incident", ""), q.get("key", ""), form.get("Digits", ""), _attempt(q), form["CallSid"]
-        )
-        return Response(body, media_type=XML)
+        async def handle(form: dict[str, str], q: dict[str, str]) -> Response:
+            if not form.get("CallSid"):  # what makes a replayed key press harmless (once per call)
+                return PlainTextResponse("CallSid is missing\n", status_code=400)
+            body = await act(q.get("incident", ""), q.get("key", ""), form.get("Digits", ""), _attempt(q), form["CallSid"])
+            return Response(body, media_type=XML)
+
+        return handle
 
     async def test_call(form: dict[str, str], q: dict[str, str]) -> Response:
         return Response(twiml.test_call(), media_type=XML)
@@ -173,8 +168,8 @@ def twilio_routes(
     return [
         route("/twilio/sms", sms),
         route("/twilio/voice", voice),
-        route("/twilio/gather", gather),
-        route("/twilio/connect", connect),
+        route("/twilio/gather", key_press(lambda *a: hooks.gather(*a))),  # type: ignore[union-attr]
+        route("/twilio/connect", key_press(lambda *a: hooks.connect(*a))),  # type: ignore[union-attr]
         route("/twilio/status", status),
         route("/twilio/test-call", test_call),
     ]
